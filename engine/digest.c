@@ -1,0 +1,123 @@
+/*
+ * digest.c - XXH3-64 / XXH128 streaming and canonical hex.
+ *
+ * The loop thread feeds each file's bytes in file order, one full buffer at
+ * a time, so a file's digest is known the moment its last write is queued.
+ */
+#include "digest.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+/* Routes the update calls to the variants that pick AVX2/SSE2 at run time. */
+#include <xxh_x86dispatch.h>
+#endif
+
+#include <errno.h>
+#include <string.h>
+
+int sstf__digest_hexlen(enum sstf_digest_kind kind)
+{
+	switch (kind) {
+	case SSTF_DIGEST_NONE:
+		return 0;
+	case SSTF_DIGEST_XXH3:
+		return 16;
+	case SSTF_DIGEST_XXH128:
+		return 32;
+	}
+	return -1;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int sstf__digest_parse(enum sstf_digest_kind kind, const char *hex,
+                       struct sstf__digest *out)
+{
+	int n = sstf__digest_hexlen(kind);
+	memset(out, 0, sizeof(*out));
+	if (n < 0)
+		return -SSTF_EBADENTRY;
+	if (n == 0)
+		return 0;
+	if (!hex || strlen(hex) != (size_t)n)
+		return -SSTF_EBADENTRY;
+	for (int i = 0; i < n / 2; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -SSTF_EBADENTRY;
+		out->bytes[i] = (uint8_t)(hi << 4 | lo);
+	}
+	out->len = (uint8_t)(n / 2);
+	return 0;
+}
+
+void sstf__digest_format(const struct sstf__digest *d, char out[33])
+{
+	static const char digits[] = "0123456789abcdef";
+	for (unsigned i = 0; i < d->len; i++) {
+		out[2 * i] = digits[d->bytes[i] >> 4];
+		out[2 * i + 1] = digits[d->bytes[i] & 15];
+	}
+	out[2 * d->len] = '\0';
+}
+
+void sstf__hasher_reset(struct sstf__hasher *h, enum sstf_digest_kind kind)
+{
+	h->kind = kind;
+	/* XXH3 and XXH128 share one state type and one reset. */
+	if (kind == SSTF_DIGEST_XXH128)
+		XXH3_128bits_reset(&h->state);
+	else
+		XXH3_64bits_reset(&h->state);
+}
+
+void sstf__hasher_update(struct sstf__hasher *h, const void *data, size_t len)
+{
+	if (h->kind == SSTF_DIGEST_XXH128)
+		XXH3_128bits_update(&h->state, data, len);
+	else if (h->kind == SSTF_DIGEST_XXH3)
+		XXH3_64bits_update(&h->state, data, len);
+}
+
+void sstf__hasher_final(const struct sstf__hasher *h, struct sstf__digest *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (h->kind == SSTF_DIGEST_XXH128) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&h->state));
+		memcpy(out->bytes, c.digest, 16);
+		out->len = 16;
+	} else if (h->kind == SSTF_DIGEST_XXH3) {
+		XXH64_canonical_t c;
+		XXH64_canonicalFromHash(&c, XXH3_64bits_digest(&h->state));
+		memcpy(out->bytes, c.digest, 8);
+		out->len = 8;
+	}
+}
+
+int sstf__digest_equal(const struct sstf__digest *a, const struct sstf__digest *b)
+{
+	return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
+}
+
+int sstf_digest_hex(enum sstf_digest_kind kind, const void *data, size_t len,
+                    char out[33])
+{
+	if (sstf__digest_hexlen(kind) <= 0)
+		return -EINVAL;
+	struct sstf__hasher h;
+	struct sstf__digest d;
+	sstf__hasher_reset(&h, kind);
+	sstf__hasher_update(&h, data, len);
+	sstf__hasher_final(&h, &d);
+	sstf__digest_format(&d, out);
+	return (int)d.len * 2;
+}

@@ -1,0 +1,732 @@
+/*
+ * engine.c - the loop thread, the commands it takes, and the public API.
+ *
+ * Other threads never touch loop-owned state. They hand work to the loop
+ * through three lists under the engine lock (submitted generations, cancel
+ * requests, the stop flag) and wake it through an eventfd that the ring
+ * reads. The loop takes those lists at the top of every turn, so a request
+ * made from a callback (on the loop thread itself) is seen on the next turn
+ * without a wake-up.
+ *
+ * Waiting (sstf_cancel, sstf_wait, sstf_engine_free) is a condition variable
+ * on generation state: the loop sets ENDED only after the generation's
+ * batch-done callback ran and its arena was freed, which is what makes
+ * "cancel means finished" (invariant 4) hold when the wait returns.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "internal.h"
+
+#define REMEMBER_ENDED 1024
+
+static bool on_loop_thread(struct sstf_engine *e)
+{
+	return pthread_equal(pthread_self(), e->thread);
+}
+
+static void wake(struct sstf_engine *e)
+{
+	uint64_t one = 1;
+	ssize_t n = write(e->efd, &one, sizeof(one));
+	(void)n; /* EAGAIN: the counter is saturated, the loop wakes anyway */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Generation bookkeeping (loop thread) */
+
+static void run_list_push(struct sstf_engine *e, struct sstf__gen *g)
+{
+	g->run_next = NULL;
+	g->on_run_list = true;
+	if (e->run_tail)
+		e->run_tail->run_next = g;
+	else
+		e->run_head = g;
+	e->run_tail = g;
+}
+
+static void run_list_remove(struct sstf_engine *e, struct sstf__gen *g)
+{
+	if (!g->on_run_list)
+		return;
+	struct sstf__gen **pp = &e->run_head, *prev = NULL;
+	while (*pp && *pp != g) {
+		prev = *pp;
+		pp = &(*pp)->run_next;
+	}
+	if (*pp)
+		*pp = g->run_next;
+	if (e->run_tail == g)
+		e->run_tail = prev;
+	g->run_next = NULL;
+	g->on_run_list = false;
+}
+
+static void set_state(struct sstf_engine *e, struct sstf__gen *g,
+                      enum sstf__gen_state to)
+{
+	pthread_mutex_lock(&e->lock);
+	sstf__gen_set_state(g, to);
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* Drops the oldest ended generations nobody waits for. Caller holds lock. */
+static void forget_old(struct sstf_engine *e)
+{
+	if (e->ended_count <= REMEMBER_ENDED)
+		return;
+	/* The list is newest first: walk to the end, dropping ended ones. */
+	unsigned seen = 0;
+	for (struct sstf__gen **pp = &e->gens; *pp;) {
+		struct sstf__gen *g = *pp;
+		if (g->state == SSTF__GEN_ENDED && ++seen > REMEMBER_ENDED && g->waiters == 0) {
+			*pp = g->next;
+			e->ended_count--;
+			sstf__gen_free(&e->alloc, g);
+			continue;
+		}
+		pp = &g->next;
+	}
+}
+
+static void end_gen(struct sstf_engine *e, struct sstf__gen *g)
+{
+	bool cancelled = g->state == SSTF__GEN_CANCELLING;
+	int result = cancelled ? -ECANCELED : g->first_error;
+	if (g->dirfd >= 0)
+		close(g->dirfd);
+	g->dirfd = -1;
+	if (g->on_batch_done)
+		g->on_batch_done(g->user, g->id, result);
+	sstf__gen_free_arena(&e->alloc, g);
+	if (cancelled)
+		atomic_fetch_add_explicit(&e->cancels, 1, memory_order_relaxed);
+	pthread_mutex_lock(&e->lock);
+	g->result = result;
+	sstf__gen_set_state(g, SSTF__GEN_ENDED);
+	e->ended_count++;
+	forget_old(e);
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+void sstf__engine_gen_check(struct sstf_engine *e, struct sstf__gen *g)
+{
+	if (g->state != SSTF__GEN_RUNNING && g->state != SSTF__GEN_CANCELLING)
+		return;
+	if (g->active || g->inflight)
+		return;
+	if (g->state == SSTF__GEN_RUNNING && g->next_file < g->nfiles)
+		return;
+	end_gen(e, g);
+}
+
+void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
+                            int result)
+{
+	struct sstf__gen *g = x->gen;
+	if (result == 0)
+		atomic_fetch_add_explicit(&g->files_done, 1, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(&g->files_failed, 1, memory_order_relaxed);
+	if (result != 0 && result != -ECANCELED && g->first_error == 0)
+		g->first_error = result;
+	/* A generation being cancelled says nothing more but its batch-done. */
+	if (atomic_load(&g->cancel_requested) || !g->on_file_done)
+		return;
+	uint64_t now = sstf__now_ns();
+	struct sstf_file_result r = {
+		.index = x->file_index,
+		.name = x->file->name,
+		.result = result,
+		.http_status = x->http_status,
+		.bytes = x->received,
+		.ttfb_ns = x->t_first ? x->t_first - x->t_start : 0,
+		.fetch_ns = now - x->t_start,
+		.detail = result ? x->detail : "",
+	};
+	g->on_file_done(g->user, g->id, &r);
+}
+
+void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g)
+{
+	if (!g->on_progress || atomic_load(&g->cancel_requested))
+		return;
+	uint64_t now = sstf__now_ns();
+	if (now - g->last_progress_ns < (uint64_t)e->cfg.progress_interval_ms * 1000000u)
+		return;
+	g->last_progress_ns = now;
+	struct sstf_progress p = {
+		.bytes_done = atomic_load_explicit(&g->bytes_done, memory_order_relaxed),
+		.bytes_total = g->bytes_total,
+		.files_done = atomic_load_explicit(&g->files_done, memory_order_relaxed),
+		.files_failed = atomic_load_explicit(&g->files_failed, memory_order_relaxed),
+		.files_total = g->files_total,
+	};
+	g->on_progress(g->user, g->id, &p);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* Commands (loop thread) */
+
+static void start_gen(struct sstf_engine *e, struct sstf__gen *g)
+{
+	set_state(e, g, SSTF__GEN_RUNNING);
+	g->dirfd = open(g->dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (g->dirfd < 0) {
+		/* Every file fails the same way; report each, as promised. */
+		int err = -errno;
+		g->first_error = err;
+		for (size_t i = 0; i < g->nfiles; i++) {
+			atomic_fetch_add_explicit(&g->files_failed, 1, memory_order_relaxed);
+			if (g->on_file_done && !atomic_load(&g->cancel_requested)) {
+				struct sstf_file_result r = {
+					.index = i,
+					.name = g->files[i].name,
+					.result = err,
+					.detail = "cannot open the destination directory",
+				};
+				g->on_file_done(g->user, g->id, &r);
+			}
+		}
+		g->next_file = g->nfiles;
+	}
+	if (g->next_file < g->nfiles)
+		run_list_push(e, g);
+	sstf__engine_gen_check(e, g);
+}
+
+static void cancel_gen(struct sstf_engine *e, struct sstf__gen *g)
+{
+	if (g->state != SSTF__GEN_RUNNING)
+		return; /* already cancelling or ended */
+	set_state(e, g, SSTF__GEN_CANCELLING);
+	run_list_remove(e, g);
+	for (uint32_t i = 0; i < e->nxfers; i++) {
+		struct sstf__xfer *x = &e->xfers[i];
+		if (x->gen == g && x->phase != SSTF__X_IDLE)
+			sstf__xfer_abort(e, x, -ECANCELED);
+	}
+	sstf__engine_gen_check(e, g);
+}
+
+/* Takes what other threads (or callbacks) asked for since the last turn. */
+static void take_commands(struct sstf_engine *e)
+{
+	pthread_mutex_lock(&e->lock);
+	struct sstf__gen *submits = e->cmd_head, *cancels = e->cancel_head;
+	e->cmd_head = e->cmd_tail = NULL;
+	e->cancel_head = NULL;
+	for (struct sstf__gen *g = cancels; g; g = g->cancel_next)
+		g->cancel_queued = false;
+	if (e->stop_requested && !e->stopping) {
+		e->stopping = true;
+		/* Cancel everything not ended, the queued ones included. */
+		for (struct sstf__gen *g = e->gens; g; g = g->next)
+			atomic_store(&g->cancel_requested, true);
+	}
+	bool stopping = e->stopping;
+	pthread_mutex_unlock(&e->lock);
+
+	/* Submits first: a cancel may name a generation submitted just now. */
+	while (submits) {
+		struct sstf__gen *g = submits;
+		submits = g->cmd_next;
+		g->cmd_next = NULL;
+		start_gen(e, g);
+	}
+	while (cancels) {
+		struct sstf__gen *g = cancels;
+		cancels = g->cancel_next;
+		g->cancel_next = NULL;
+		cancel_gen(e, g);
+	}
+	if (stopping) {
+		/* Gens only leave the list under the lock, from this thread. */
+		for (struct sstf__gen *g = e->gens; g; g = g->next)
+			if (g->state == SSTF__GEN_RUNNING)
+				cancel_gen(e, g);
+	}
+}
+
+static bool all_ended(struct sstf_engine *e)
+{
+	bool ended = true;
+	pthread_mutex_lock(&e->lock);
+	for (struct sstf__gen *g = e->gens; g; g = g->next)
+		if (g->state != SSTF__GEN_ENDED)
+			ended = false;
+	pthread_mutex_unlock(&e->lock);
+	return ended;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop */
+
+static void arm_eventfd(struct sstf_engine *e)
+{
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	io_uring_prep_read(sqe, e->efd, &e->efd_value, sizeof(e->efd_value), 0);
+	sstf__ring_tag(sqe, &e->slots.v[SSTF__CTL_EVENTFD], SSTF__OP_EVENTFD, 0);
+}
+
+static void start_pending(struct sstf_engine *e)
+{
+	while (e->run_head) {
+		struct sstf__gen *g = e->run_head;
+		struct sstf__slot *s = sstf__slot_alloc(&e->slots, SSTF__SLOT_XFER, g, g->id);
+		if (!s)
+			return;
+		size_t index = g->next_file++;
+		if (g->next_file == g->nfiles)
+			run_list_remove(e, g);
+		sstf__xfer_start(e, s->xfer, g, index);
+	}
+}
+
+static void resume_paused(struct sstf_engine *e)
+{
+	/* Each paused transfer gets one try per turn: one that needs more
+	 * buffers than are free pauses again and waits for the next turn. */
+	struct sstf__xfer *tail = e->pause_tail;
+	while (e->pause_head && e->pool.nfree > 0) {
+		struct sstf__xfer *x = e->pause_head;
+		e->pause_head = x->pause_next;
+		if (e->pause_head)
+			e->pause_head->pause_prev = NULL;
+		else
+			e->pause_tail = NULL;
+		x->pause_next = x->pause_prev = NULL;
+		x->paused = false;
+		if (x->file->src == SSTF__SRC_HTTP)
+			sstf__http_resume(e, x);
+		else
+			sstf__filesrc_resume(e, x);
+		if (x == tail)
+			break;
+	}
+}
+
+static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
+{
+	struct sstf__slot *s = sstf__slot_resolve(&e->slots, ud);
+	if (!s)
+		return; /* stale: counted, never followed */
+	enum sstf__op op = sstf__tag_opcode(ud);
+	sstf__slot_op_end(s);
+	switch (s->kind) {
+	case SSTF__SLOT_CTL:
+		if (op == SSTF__OP_EVENTFD) {
+			arm_eventfd(e); /* the read is pending until ring exit */
+		} else if (op == SSTF__OP_TIMER) {
+			sstf__http_on_timer(e, res);
+		} else if (op == SSTF__OP_TIMER_REMOVE) {
+			e->timer_removing = false;
+		}
+		break;
+	case SSTF__SLOT_SOCK:
+		sstf__http_on_cqe(e, s, op, res);
+		if (s->state == SSTF__SLOT_DRAINING && s->inflight == 0)
+			sstf__slot_set_state(&e->slots, s, SSTF__SLOT_FREE);
+		break;
+	case SSTF__SLOT_XFER: {
+		struct sstf__xfer *x = s->xfer;
+		if (op == SSTF__OP_READ)
+			sstf__filesrc_on_read(e, x, sstf__tag_aux(ud), res);
+		else
+			sstf__xfer_on_cqe(e, x, op, sstf__tag_aux(ud), res);
+		if (x->gen)
+			sstf__engine_gen_check(e, x->gen);
+		break;
+	}
+	case SSTF__SLOT_KINDS:
+		break;
+	}
+}
+
+static void *loop_main(void *arg)
+{
+	struct sstf_engine *e = arg;
+	int ret = sstf__ring_init(&e->ring, e->cfg.ring_depth, &e->ring_flags);
+	if (ret == 0) {
+		struct iovec *iov = sstf__alloc(&e->alloc, e->pool.n * sizeof(*iov));
+		if (iov) {
+			for (uint32_t i = 0; i < e->pool.n; i++) {
+				iov[i].iov_base = sstf__pool_buf(&e->pool, (int)i);
+				iov[i].iov_len = e->pool.bs;
+			}
+			/* Without registration (memlock limits) plain writes do. */
+			e->pool.fixed = io_uring_register_buffers(&e->ring, iov, e->pool.n) == 0;
+			sstf__free(&e->alloc, iov);
+		}
+		(void)sstf__slot_alloc(&e->slots, SSTF__SLOT_CTL, NULL, 0); /* eventfd */
+		(void)sstf__slot_alloc(&e->slots, SSTF__SLOT_CTL, NULL, 0); /* timer */
+		arm_eventfd(e);
+	}
+	pthread_mutex_lock(&e->lock);
+	e->startup_err = ret;
+	e->started = true;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+	if (ret < 0)
+		return NULL;
+
+	for (;;) {
+		take_commands(e);
+		if (e->stopping && all_ended(e))
+			break;
+		sstf__http_tick(e);
+		sstf__http_collect(e);
+		resume_paused(e);
+		start_pending(e);
+		sstf__http_collect(e);
+		sstf__http_tick(e);
+
+		/* curl asked to run now (timeout 0): do not sleep. */
+		bool due = e->timer_deadline_ns && e->timer_deadline_ns <= sstf__now_ns();
+		if (due)
+			io_uring_submit_and_get_events(&e->ring);
+		else
+			io_uring_submit_and_wait(&e->ring, 1);
+
+		struct io_uring_cqe *cqe;
+		while (io_uring_peek_cqe(&e->ring, &cqe) == 0) {
+			uint64_t ud = cqe->user_data;
+			int res = cqe->res;
+			io_uring_cqe_seen(&e->ring, cqe);
+			dispatch(e, ud, res);
+		}
+		sstf__http_collect(e);
+		atomic_store_explicit(&e->buffers_peak, e->pool.used_peak,
+		                      memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_result;
+
+static void curl_global(void)
+{
+	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static bool is_pow2(size_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static int apply_defaults(struct sstf_config *c)
+{
+	if (!c->max_transfers)
+		c->max_transfers = 16;
+	if (!c->max_host_conns)
+		c->max_host_conns = 16;
+	if (!c->buf_size)
+		c->buf_size = 1u << 20;
+	if (!c->mem_limit)
+		c->mem_limit = (size_t)64 << 20;
+	if (!c->ring_depth)
+		c->ring_depth = 256;
+	if (!c->connect_timeout_ms)
+		c->connect_timeout_ms = 10000;
+	if (!c->low_speed_bytes)
+		c->low_speed_bytes = 1024;
+	if (!c->low_speed_time_s)
+		c->low_speed_time_s = 30;
+	if (!c->progress_interval_ms)
+		c->progress_interval_ms = 250;
+	if (c->max_transfers > 4096 || c->max_host_conns > 65536)
+		return -EINVAL;
+	if (!is_pow2(c->buf_size) || c->buf_size < (64u << 10) || c->buf_size > (64u << 20))
+		return -EINVAL;
+	size_t nbufs = c->mem_limit / c->buf_size;
+	/* Two buffers per transfer: one filling while one is being written. */
+	if (nbufs < 2u * c->max_transfers || nbufs > SSTF__MAX_AUX)
+		return -EINVAL;
+	if (c->ring_depth > 32768 || c->direct_io > SSTF_OFF || c->fsync > SSTF_OFF)
+		return -EINVAL;
+	return 0;
+}
+
+static void engine_destroy(struct sstf_engine *e)
+{
+	if (e->xfers) {
+		sstf__http_fini(e);
+		sstf__free(&e->alloc, e->xfers);
+	}
+	sstf__pool_fini(&e->pool, &e->alloc);
+	sstf__slots_fini(&e->slots, &e->alloc);
+	if (e->efd >= 0)
+		close(e->efd);
+	while (e->gens) {
+		struct sstf__gen *g = e->gens;
+		e->gens = g->next;
+		sstf__gen_free(&e->alloc, g);
+	}
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->cond);
+	struct sstf_allocator a = e->alloc;
+	sstf__free(&a, e);
+}
+
+int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
+{
+	struct sstf_config cfg;
+	if (config)
+		cfg = *config;
+	else
+		memset(&cfg, 0, sizeof(cfg));
+	int ret = apply_defaults(&cfg);
+	if (ret < 0)
+		return ret;
+	struct sstf_allocator a = {0};
+	if (cfg.allocator) {
+		a = *cfg.allocator;
+		if (!a.alloc || !a.alloc_aligned || !a.free_fn)
+			return -EINVAL;
+	}
+	cfg.allocator = NULL;
+	pthread_once(&curl_once, curl_global);
+	if (curl_init_result != CURLE_OK)
+		return -ENOMEM;
+
+	struct sstf_engine *e = sstf__alloc(&a, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->cfg = cfg;
+	e->alloc = a;
+	e->efd = -1;
+	e->next_gen_id = 1;
+	atomic_init(&e->cancels, 0);
+	atomic_init(&e->buffers_peak, 0);
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->cond, &ca);
+	pthread_condattr_destroy(&ca);
+
+	e->nxfers = cfg.max_transfers;
+	/* A transfer can hold a few sockets (happy eyeballs, a redirect) and
+	 * curl keeps idle connections around: size the socket slots for it. */
+	uint32_t nsock = 4 * cfg.max_transfers + cfg.max_host_conns + 16;
+	ret = sstf__slots_init(&e->slots, &a, SSTF__NCTL, e->nxfers, nsock);
+	if (ret < 0)
+		goto fail;
+	e->xfers = sstf__alloc_aligned(&a, 64, e->nxfers * sizeof(*e->xfers));
+	if (!e->xfers) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < e->nxfers; i++) {
+		struct sstf__xfer *x = &e->xfers[i];
+		struct sstf__slot *s = &e->slots.v[SSTF__NCTL + i];
+		x->engine = e;
+		x->slot = s;
+		x->fd = x->pdirfd = x->srcfd = -1;
+		x->cur_buf = -1;
+		s->xfer = x;
+	}
+	ret = sstf__pool_init(&e->pool, &a, cfg.buf_size, (uint32_t)(cfg.mem_limit / cfg.buf_size));
+	if (ret < 0)
+		goto fail;
+	ret = sstf__http_init(e);
+	if (ret < 0)
+		goto fail;
+	e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (e->efd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = -pthread_create(&e->thread, NULL, loop_main, e);
+	if (ret < 0)
+		goto fail;
+	pthread_mutex_lock(&e->lock);
+	while (!e->started)
+		pthread_cond_wait(&e->cond, &e->lock);
+	ret = e->startup_err;
+	pthread_mutex_unlock(&e->lock);
+	if (ret < 0) {
+		pthread_join(e->thread, NULL);
+		goto fail;
+	}
+	*out = e;
+	return 0;
+fail:
+	engine_destroy(e);
+	return ret;
+}
+
+void sstf_engine_free(sstf_engine *e)
+{
+	if (!e)
+		return;
+	if (on_loop_thread(e)) {
+		fprintf(stderr, "sstfetch: sstf_engine_free() called from a callback\n");
+		abort();
+	}
+	pthread_mutex_lock(&e->lock);
+	e->stop_requested = true;
+	pthread_mutex_unlock(&e->lock);
+	wake(e);
+	pthread_join(e->thread, NULL);
+	io_uring_queue_exit(&e->ring);
+	engine_destroy(e);
+}
+
+int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
+{
+	if (!e || !batch || !gen)
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	uint64_t id = e->next_gen_id++;
+	bool stopping = e->stop_requested;
+	pthread_mutex_unlock(&e->lock);
+	if (stopping)
+		return -ESHUTDOWN;
+	struct sstf__gen *g;
+	int ret = sstf__gen_new(&e->alloc, batch, id, &g);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&e->lock);
+	g->next = e->gens;
+	e->gens = g;
+	if (e->cmd_tail)
+		e->cmd_tail->cmd_next = g;
+	else
+		e->cmd_head = g;
+	e->cmd_tail = g;
+	pthread_mutex_unlock(&e->lock);
+	*gen = id;
+	if (!on_loop_thread(e))
+		wake(e);
+	return 0;
+}
+
+static struct sstf__gen *find_gen(struct sstf_engine *e, uint64_t id)
+{
+	for (struct sstf__gen *g = e->gens; g; g = g->next)
+		if (g->id == id)
+			return g;
+	return NULL;
+}
+
+int sstf_cancel(sstf_engine *e, uint64_t id)
+{
+	if (!e)
+		return -EINVAL;
+	bool loop = on_loop_thread(e);
+	pthread_mutex_lock(&e->lock);
+	struct sstf__gen *g = find_gen(e, id);
+	if (!g) {
+		pthread_mutex_unlock(&e->lock);
+		return -SSTF_ENOSUCHGEN;
+	}
+	if (g->state == SSTF__GEN_ENDED) {
+		pthread_mutex_unlock(&e->lock);
+		return 0;
+	}
+	atomic_store(&g->cancel_requested, true);
+	if (!g->cancel_queued) {
+		g->cancel_queued = true;
+		g->cancel_next = e->cancel_head;
+		e->cancel_head = g;
+	}
+	if (loop) {
+		pthread_mutex_unlock(&e->lock);
+		return -EINPROGRESS;
+	}
+	g->waiters++;
+	wake(e);
+	while (g->state != SSTF__GEN_ENDED)
+		pthread_cond_wait(&e->cond, &e->lock);
+	g->waiters--;
+	pthread_mutex_unlock(&e->lock);
+	return 0;
+}
+
+int sstf_wait(sstf_engine *e, uint64_t id, int timeout_ms)
+{
+	if (!e)
+		return -EINVAL;
+	if (on_loop_thread(e))
+		return -EDEADLK;
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	if (timeout_ms > 0) {
+		deadline.tv_sec += timeout_ms / 1000;
+		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&e->lock);
+	struct sstf__gen *g = find_gen(e, id);
+	if (!g) {
+		pthread_mutex_unlock(&e->lock);
+		return -SSTF_ENOSUCHGEN;
+	}
+	g->waiters++;
+	int ret = 0;
+	while (g->state != SSTF__GEN_ENDED && ret == 0) {
+		if (timeout_ms < 0)
+			pthread_cond_wait(&e->cond, &e->lock);
+		else if (timeout_ms == 0)
+			ret = ETIMEDOUT;
+		else
+			ret = pthread_cond_timedwait(&e->cond, &e->lock, &deadline);
+	}
+	int result = g->state == SSTF__GEN_ENDED ? g->result : -ETIMEDOUT;
+	g->waiters--;
+	pthread_mutex_unlock(&e->lock);
+	return result;
+}
+
+int sstf_progress(sstf_engine *e, uint64_t id, struct sstf_progress *out)
+{
+	if (!e || !out)
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	struct sstf__gen *g = find_gen(e, id);
+	if (g) {
+		out->bytes_done = atomic_load_explicit(&g->bytes_done, memory_order_relaxed);
+		out->bytes_total = g->bytes_total;
+		out->files_done = atomic_load_explicit(&g->files_done, memory_order_relaxed);
+		out->files_failed = atomic_load_explicit(&g->files_failed, memory_order_relaxed);
+		out->files_total = g->files_total;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return g ? 0 : -SSTF_ENOSUCHGEN;
+}
+
+int sstf_stats(sstf_engine *e, struct sstf_stats *out)
+{
+	if (!e || !out)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->stale_completions = atomic_load(&e->slots.stale);
+	out->cancels = atomic_load(&e->cancels);
+	out->buffers_total = e->pool.n;
+	out->buffers_peak = atomic_load(&e->buffers_peak);
+	out->buf_size = e->pool.bs;
+	out->fixed_buffers = e->pool.fixed;
+	out->ring_flags = (int)e->ring_flags;
+	return 0;
+}

@@ -1,0 +1,248 @@
+/*
+ * gen.c - generations: validation at submit, the arena, state changes.
+ *
+ * Invariant 3 (metadata outlives its work) is built here: everything the
+ * loop will ever read about a batch's files is copied into one arena owned
+ * by the generation, and sstf__gen_free_arena() refuses to run while any
+ * operation of the generation is in flight.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+#include "names.h"
+
+/* A sane upper bound on one file: 16 TiB. Larger is a corrupt entry. */
+#define SSTF__MAX_FILE_SIZE ((uint64_t)1 << 44)
+
+static int bad_entry(const struct sstf_batch *b, int err, size_t i,
+                     const char *name, const char *why)
+{
+	if (b->errbuf && b->errbuf_len) {
+		if (name)
+			snprintf(b->errbuf, b->errbuf_len, "files[%zu] (\"%.200s\"): %s",
+			         i, name, why);
+		else
+			snprintf(b->errbuf, b->errbuf_len, "files[%zu]: %s", i, why);
+	}
+	return err;
+}
+
+static int url_source(const char *url, enum sstf__src_kind *out)
+{
+	if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0) {
+		*out = SSTF__SRC_HTTP;
+		return 0;
+	}
+	if (strncasecmp(url, "file://", 7) == 0) {
+		*out = SSTF__SRC_FILE;
+		return 0;
+	}
+	return -SSTF_EBADURL;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	const struct sstf_file *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+/* Finds two entries with the same name in O(n log n); -1 when none. */
+static int find_duplicate(const struct sstf_allocator *a,
+                          const struct sstf_batch *b, size_t *dup)
+{
+	if (b->nfiles < 2)
+		return 0;
+	const struct sstf_file **v = sstf__alloc(a, b->nfiles * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < b->nfiles; i++)
+		v[i] = &b->files[i];
+	qsort(v, b->nfiles, sizeof(*v), cmp_names);
+	int found = 0;
+	for (size_t i = 1; i < b->nfiles && !found; i++) {
+		if (strcmp(v[i - 1]->name, v[i]->name) == 0) {
+			*dup = (size_t)(v[i] - b->files);
+			found = 1;
+		}
+	}
+	sstf__free(a, v);
+	return found;
+}
+
+static char *arena_str(char **cursor, const char *s, size_t len)
+{
+	char *out = *cursor;
+	memcpy(out, s, len);
+	out[len] = '\0';
+	*cursor += len + 1;
+	return out;
+}
+
+int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
+                  uint64_t id, struct sstf__gen **out)
+{
+	char why[128];
+	if (!b || (b->nfiles && !b->files))
+		return -EINVAL;
+	if (!b->dest_dir || !*b->dest_dir) {
+		if (b->errbuf && b->errbuf_len)
+			snprintf(b->errbuf, b->errbuf_len, "dest_dir: missing");
+		return -EINVAL;
+	}
+
+	/* Pass 1: validate every entry and size the arena. */
+	size_t strings = strlen(b->dest_dir) + 1;
+	for (size_t i = 0; i < b->nfiles; i++) {
+		const struct sstf_file *f = &b->files[i];
+		if (!f->name)
+			return bad_entry(b, -SSTF_EBADENTRY, i, NULL, "missing name");
+		size_t nlen = strlen(f->name);
+		if (sstf__name_check(f->name, nlen, why, sizeof(why)) < 0)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
+		if (!f->url || !*f->url)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, "missing URL");
+		enum sstf__src_kind src;
+		if (url_source(f->url, &src) < 0)
+			return bad_entry(b, -SSTF_EBADURL, i, f->name,
+			                 "URL scheme must be http://, https:// or file://");
+		if (f->size > SSTF__MAX_FILE_SIZE)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
+			                 "size larger than 16 TiB; a corrupt entry?");
+		struct sstf__digest d;
+		if (sstf__digest_hexlen(f->digest_kind) < 0)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, "unknown digest kind");
+		if (sstf__digest_parse(f->digest_kind, f->digest_hex, &d) < 0) {
+			snprintf(why, sizeof(why), "digest must be %d hex digits",
+			         sstf__digest_hexlen(f->digest_kind));
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
+		}
+		/* name, url, parent, base, and the temporary name (< 64 bytes). */
+		strings += nlen + 1 + strlen(f->url) + 1 + nlen + 1 + nlen + 1 + 64;
+	}
+	size_t dup;
+	int d = find_duplicate(a, b, &dup);
+	if (d < 0)
+		return d;
+	if (d > 0)
+		return bad_entry(b, -SSTF_EBADENTRY, dup, b->files[dup].name,
+		                 "the same name appears twice in the batch");
+
+	struct sstf__gen *g = sstf__alloc(a, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	size_t files_bytes = b->nfiles * sizeof(struct sstf__file);
+	g->arena = sstf__alloc(a, files_bytes + strings);
+	if (!g->arena) {
+		sstf__free(a, g);
+		return -ENOMEM;
+	}
+
+	/* Pass 2: copy into the arena. */
+	g->files = g->arena;
+	g->nfiles = b->nfiles;
+	char *cur = (char *)g->arena + files_bytes;
+	g->dest_dir = arena_str(&cur, b->dest_dir, strlen(b->dest_dir));
+	for (size_t i = 0; i < b->nfiles; i++) {
+		const struct sstf_file *in = &b->files[i];
+		struct sstf__file *f = &g->files[i];
+		size_t nlen = strlen(in->name);
+		f->name = arena_str(&cur, in->name, nlen);
+		f->url = arena_str(&cur, in->url, strlen(in->url));
+		const char *slash = strrchr(in->name, '/');
+		if (slash) {
+			f->parent = arena_str(&cur, in->name, (size_t)(slash - in->name));
+			f->base = arena_str(&cur, slash + 1, strlen(slash + 1));
+		} else {
+			f->parent = arena_str(&cur, ".", 1);
+			f->base = arena_str(&cur, in->name, nlen);
+		}
+		char tmp[64];
+		int tl = snprintf(tmp, sizeof(tmp), ".sstf-%" PRIu64 "-%zu.tmp", id, i);
+		f->tmp = arena_str(&cur, tmp, (size_t)tl);
+		f->size = in->size;
+		f->kind = in->digest_kind;
+		sstf__digest_parse(in->digest_kind, in->digest_hex, &f->digest);
+		url_source(in->url, &f->src);
+		g->bytes_total += in->size;
+	}
+	g->id = id;
+	g->state = SSTF__GEN_QUEUED;
+	g->files_total = b->nfiles;
+	g->on_file_done = b->on_file_done;
+	g->on_batch_done = b->on_batch_done;
+	g->on_progress = b->on_progress;
+	g->user = b->user;
+	g->dirfd = -1;
+	atomic_init(&g->cancel_requested, false);
+	atomic_init(&g->bytes_done, 0);
+	atomic_init(&g->files_done, 0);
+	atomic_init(&g->files_failed, 0);
+	*out = g;
+	return 0;
+}
+
+void sstf__gen_free_arena(const struct sstf_allocator *a, struct sstf__gen *g)
+{
+	if (g->inflight != 0 || g->active != 0) {
+		fprintf(stderr, "sstfetch: gen %" PRIu64 ": arena freed with %u ops in flight\n",
+		        g->id, g->inflight);
+		abort();
+	}
+	sstf__free(a, g->arena);
+	g->arena = NULL;
+	g->files = NULL;
+	g->dest_dir = NULL;
+}
+
+void sstf__gen_free(const struct sstf_allocator *a, struct sstf__gen *g)
+{
+	if (g->arena)
+		sstf__gen_free_arena(a, g);
+	sstf__free(a, g);
+}
+
+const char *sstf__gen_state_name(enum sstf__gen_state s)
+{
+	switch (s) {
+	case SSTF__GEN_QUEUED:
+		return "queued";
+	case SSTF__GEN_RUNNING:
+		return "running";
+	case SSTF__GEN_CANCELLING:
+		return "cancelling";
+	case SSTF__GEN_ENDED:
+		return "ended";
+	}
+	return "?";
+}
+
+void sstf__gen_set_state(struct sstf__gen *g, enum sstf__gen_state to)
+{
+	bool ok;
+	switch (to) {
+	case SSTF__GEN_RUNNING:
+		ok = g->state == SSTF__GEN_QUEUED;
+		break;
+	case SSTF__GEN_CANCELLING:
+		ok = g->state == SSTF__GEN_RUNNING;
+		break;
+	case SSTF__GEN_ENDED:
+		ok = (g->state == SSTF__GEN_RUNNING || g->state == SSTF__GEN_CANCELLING) &&
+		     g->inflight == 0 && g->active == 0 && g->arena == NULL;
+		break;
+	default:
+		ok = false;
+	}
+	if (!ok) {
+		fprintf(stderr, "sstfetch: gen %" PRIu64 ": bad transition %s -> %s\n", g->id,
+		        sstf__gen_state_name(g->state), sstf__gen_state_name(to));
+		abort();
+	}
+	g->state = to;
+}

@@ -1,0 +1,354 @@
+/*
+ * sstfetch.h - the public API of libsstfetch.
+ *
+ * libsstfetch pulls sets of files (typically RocksDB SST files) from remote
+ * storage onto local disk. Every file is verified with xxHash while its bytes
+ * stream past, and it appears under its final name only once it is verified.
+ *
+ * The model, in four sentences:
+ *
+ *   - An engine (sstf_engine) owns one event-loop thread, one io_uring, one
+ *     libcurl multi handle and a fixed pool of I/O buffers.
+ *   - A batch of files handed to sstf_submit() becomes a generation, named by
+ *     a 64-bit id. The engine copies everything it needs out of the batch into
+ *     memory owned by that generation.
+ *   - sstf_cancel() stops a generation and returns only once nothing of it is
+ *     left: no transfer, no I/O in flight, no temporary file, no memory, and
+ *     no callback still to come.
+ *   - Callbacks run on the engine's loop thread, one at a time.
+ *
+ * Errors. Every function that can fail returns 0 (or a non-negative value
+ * where stated) on success and a negative error code on failure: either a
+ * negative errno value (-ENOMEM, -EINVAL, ...) or one of the negative
+ * SSTF_E* codes below. The library never sets errno. sstf_strerror() turns
+ * any of these codes into a message.
+ *
+ * Threads. Unless a function says otherwise it may be called from any thread,
+ * including from inside a callback. Functions that block say so, and say what
+ * they do when called from a callback.
+ */
+#ifndef SSTFETCH_H
+#define SSTFETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(SSTF_STATIC)
+#define SSTF_API __attribute__((visibility("default")))
+#else
+#define SSTF_API
+#endif
+
+#define SSTF_VERSION_MAJOR 0
+#define SSTF_VERSION_MINOR 1
+#define SSTF_VERSION_PATCH 0
+#define SSTF_VERSION_STRING "0.1.0"
+
+/*
+ * Engine-specific error codes. Functions return them negated, as they
+ * return errno values negated; the values lie above every errno value.
+ * The X-macro is the single source of the codes and their messages.
+ */
+#define SSTF_ERRNO_MAP(XX)                                                        \
+	XX(ECHECKSUM, 10001, "file content does not match its expected digest")  \
+	XX(ESIZE, 10002, "file length does not match its expected size")          \
+	XX(EHTTP, 10003, "the origin answered with an HTTP error status")         \
+	XX(ETRANSFER, 10004, "the transfer failed (connect, timeout or protocol)") \
+	XX(EBADENTRY, 10005, "bad batch entry (name, URL, size or digest)")       \
+	XX(EBADURL, 10006, "unsupported URL scheme")                              \
+	XX(ENOSUCHGEN, 10007, "no such generation (never submitted, or forgotten)")
+
+enum sstf_errno {
+#define SSTF_ERR_ENUM_(name, value, msg) SSTF_##name = (value),
+	SSTF_ERRNO_MAP(SSTF_ERR_ENUM_)
+#undef SSTF_ERR_ENUM_
+};
+
+/*
+ * Returns a static, NUL-terminated message for an error code as returned by
+ * any sstf_ function (negative) or its absolute value. Never returns NULL;
+ * unknown codes get a generic message. Any thread.
+ */
+SSTF_API const char *sstf_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+
+/*
+ * Allocator hooks. The library never calls malloc() directly for its own
+ * memory: when hooks are given, every allocation of the engine goes through
+ * them, so a host running tcmalloc or jemalloc keeps its allocator.
+ * alloc_aligned must return memory aligned to `align` (a power of two, at
+ * most 4096) and is freed with free_fn. All three functions may be called
+ * from any thread the engine runs on, concurrently. libcurl's own
+ * allocations are not covered; libcurl is process-global in that respect.
+ */
+struct sstf_allocator {
+	void *(*alloc)(void *ctx, size_t size);
+	void *(*alloc_aligned)(void *ctx, size_t align, size_t size);
+	void (*free_fn)(void *ctx, void *ptr);
+	void *ctx;
+};
+
+/* Tri-state switches: 0 always means "the default". */
+enum sstf_switch {
+	SSTF_DEFAULT = 0,
+	SSTF_ON = 1,
+	SSTF_OFF = 2,
+};
+
+/*
+ * Engine configuration. A zeroed struct means the defaults given below; any
+ * field left 0 takes its default. sstf_engine_new() copies the struct.
+ */
+struct sstf_config {
+	unsigned max_transfers;       /* concurrent file transfers; 16 */
+	unsigned max_host_conns;      /* connections per origin host; 16 */
+	size_t buf_size;              /* bytes per I/O buffer, a power of two
+	                                 from 64 KiB to 64 MiB; 1 MiB */
+	size_t mem_limit;             /* total buffer memory; 64 MiB. Must
+	                                 allow two buffers per transfer. */
+	unsigned ring_depth;          /* io_uring submission queue entries;
+	                                 256 */
+	enum sstf_switch direct_io;   /* O_DIRECT writes. DEFAULT: used where
+	                                 the destination filesystem accepts it,
+	                                 buffered writes elsewhere. ON: fail
+	                                 files whose filesystem refuses it. */
+	enum sstf_switch fsync;       /* DEFAULT/ON: fdatasync each file before
+	                                 its rename and fsync the directory
+	                                 after it. OFF: skip both. */
+	unsigned connect_timeout_ms;  /* 10000 */
+	unsigned low_speed_bytes;     /* a transfer slower than this many
+	                                 bytes/s ... ; 1024 */
+	unsigned low_speed_time_s;    /* ... for this many seconds fails; 30 */
+	unsigned progress_interval_ms; /* least time between two progress
+	                                  callbacks of one generation; 250 */
+	const struct sstf_allocator *allocator; /* NULL: the C library's */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Engine                                                                   */
+
+typedef struct sstf_engine sstf_engine;
+
+/*
+ * Creates an engine and starts its loop thread. `config` may be NULL for all
+ * defaults; it is copied, and so is the allocator struct it points to.
+ *
+ * Returns 0 and stores the engine in *out, or a negative error: -EINVAL for
+ * a bad config value, -ENOMEM, or the error io_uring or libcurl setup met.
+ * On error *out is left untouched and nothing is left running.
+ *
+ * Any thread except an engine's loop thread.
+ */
+SSTF_API int sstf_engine_new(const struct sstf_config *config,
+                             sstf_engine **out);
+
+/*
+ * Cancels every generation of the engine as sstf_cancel() does, waits until
+ * all of them are drained, stops the loop thread and frees the engine.
+ * Batch-done callbacks of generations still running are called (with
+ * -ECANCELED) before it returns; no callback runs after it returns.
+ * NULL is a no-op.
+ *
+ * Must not be called from a callback (the loop thread would wait for
+ * itself): that call aborts the process. Any other thread.
+ */
+SSTF_API void sstf_engine_free(sstf_engine *engine);
+
+/* ------------------------------------------------------------------------ */
+/* Batches and generations                                                  */
+
+enum sstf_digest_kind {
+	SSTF_DIGEST_NONE = 0, /* length check only */
+	SSTF_DIGEST_XXH3 = 1, /* XXH3-64, 16 hex digits, as `xxhsum -H3` */
+	SSTF_DIGEST_XXH128 = 2, /* XXH128, 32 hex digits, as `xxhsum -H2` */
+};
+
+/* One file of a batch. */
+struct sstf_file {
+	/* Path relative to the batch's dest_dir. Must be relative, must not
+	 * contain a ".." component or be empty, each component at most
+	 * NAME_MAX bytes and the whole at most PATH_MAX - 1. Directories on
+	 * the way are created. */
+	const char *name;
+	/* http://, https:// or file:// URL of the content. */
+	const char *url;
+	/* Expected length in bytes. */
+	uint64_t size;
+	enum sstf_digest_kind digest_kind;
+	/* Expected digest as hex (either case), in the canonical form that
+	 * xxhsum prints: 16 digits for XXH3, 32 for XXH128. Ignored for
+	 * SSTF_DIGEST_NONE. */
+	const char *digest_hex;
+};
+
+/* What became of one file, as given to the file-done callback. */
+struct sstf_file_result {
+	size_t index;         /* position in the submitted batch */
+	const char *name;     /* the file's name; valid during the callback */
+	int result;           /* 0: published and verified; else an error */
+	int http_status;      /* last HTTP status, 0 for file:// or none */
+	uint64_t bytes;       /* bytes received */
+	uint64_t ttfb_ns;     /* start of the transfer to its first byte */
+	uint64_t fetch_ns;    /* start of the transfer to publish or failure */
+	const char *detail;   /* a human-readable reason when result != 0
+	                         (e.g. "HTTP 404", curl's message); valid
+	                         during the callback; "" when none */
+};
+
+/* A snapshot of a generation's progress. */
+struct sstf_progress {
+	uint64_t bytes_done;  /* bytes written and hashed */
+	uint64_t bytes_total; /* sum of the files' expected sizes */
+	uint64_t files_done;  /* files published */
+	uint64_t files_failed;
+	uint64_t files_total;
+};
+
+/*
+ * Callbacks. All run on the engine's loop thread, never two at once, and
+ * must not block for long: the loop does nothing else meanwhile. They may
+ * call any sstf_ function except sstf_engine_free(), sstf_wait() (which
+ * returns -EDEADLK there) and, for their own engine, nothing blocking.
+ * Pointers passed to a callback are valid only during the call.
+ *
+ * on_file_done runs once per file that reaches an end (published or
+ * failed) before the generation is cancelled. on_batch_done runs exactly
+ * once for every generation that sstf_submit() accepted, last of all its
+ * callbacks, with 0 when every file was published, -ECANCELED when the
+ * generation was cancelled, or else the error of the first file that
+ * failed. on_progress runs at most every progress_interval_ms.
+ * Every callback may be NULL.
+ */
+typedef void (*sstf_file_done_cb)(void *user, uint64_t gen,
+                                  const struct sstf_file_result *res);
+typedef void (*sstf_batch_done_cb)(void *user, uint64_t gen, int result);
+typedef void (*sstf_progress_cb)(void *user, uint64_t gen,
+                                 const struct sstf_progress *progress);
+
+struct sstf_batch {
+	const char *dest_dir; /* must exist */
+	const struct sstf_file *files;
+	size_t nfiles;
+	sstf_file_done_cb on_file_done;
+	sstf_batch_done_cb on_batch_done;
+	sstf_progress_cb on_progress;
+	void *user; /* passed to every callback, never dereferenced */
+	/* Optional. When sstf_submit() fails it writes a NUL-terminated
+	 * message here naming the bad entry and what is wrong with it. */
+	char *errbuf;
+	size_t errbuf_len;
+};
+
+/*
+ * Starts fetching a batch as a new generation.
+ *
+ * Every entry is validated first; one bad entry rejects the whole batch with
+ * -SSTF_EBADENTRY (or -SSTF_EBADURL), and the message in errbuf names it.
+ * Two entries with the same name are a bad entry too.
+ *
+ * Memory: the engine copies the names, URLs, digests and dest_dir into
+ * memory owned by the new generation. The caller may free or reuse the batch,
+ * its file array and every string as soon as sstf_submit() returns. `user`
+ * is kept and passed back to the callbacks, never dereferenced.
+ *
+ * Returns 0 and stores the generation id (never 0) in *gen, or a negative
+ * error. When sstf_submit() returns an error, no callback of the batch is
+ * ever called. An empty batch is valid; it completes at once.
+ *
+ * Files of a generation are written under temporary names (".NAME.sstf-GEN")
+ * in their destination directory and renamed to NAME once verified. A file
+ * that fails or is cancelled leaves nothing under NAME and no temporary file.
+ * An existing file named NAME is replaced, atomically, only by a verified one.
+ *
+ * Any thread, including callbacks.
+ */
+SSTF_API int sstf_submit(sstf_engine *engine, const struct sstf_batch *batch,
+                         uint64_t *gen);
+
+/*
+ * Cancels a generation.
+ *
+ * From any thread other than the engine's loop thread, sstf_cancel() blocks
+ * until the generation is finished, and returns 0. Once it has returned:
+ *   - the generation's transfers are stopped and its io_uring operations
+ *     are cancelled, and every completion of them has come back;
+ *   - its temporary files are removed;
+ *   - the memory the generation owned is freed;
+ *   - no callback of that generation will run again. Its on_batch_done
+ *     runs (with -ECANCELED) on the loop thread before sstf_cancel()
+ *     returns, so do not hold a lock that the callbacks take while you call
+ *     sstf_cancel().
+ * Files the generation already published stay published.
+ *
+ * From a callback (the loop thread), sstf_cancel() cannot wait for the loop:
+ * it starts the cancel and returns -EINPROGRESS at once. No further
+ * file-done or progress callback of that generation runs; its on_batch_done
+ * reports -ECANCELED later, and only then is its memory freed.
+ *
+ * A generation that has already ended (every file done or failed) is not
+ * changed, and the call returns 0. Returns -SSTF_ENOSUCHGEN for an id that
+ * was never submitted or has been forgotten (see sstf_wait()).
+ */
+SSTF_API int sstf_cancel(sstf_engine *engine, uint64_t gen);
+
+/*
+ * Waits until a generation has ended (done, failed or cancelled) and its
+ * memory has been reclaimed, or until timeout_ms passes. timeout_ms < 0
+ * waits without limit, 0 polls.
+ *
+ * Returns the generation's result, as given to on_batch_done (0, -ECANCELED
+ * or the first file error), -ETIMEDOUT when the time passed first,
+ * -SSTF_ENOSUCHGEN for an unknown id, or -EDEADLK when called from a
+ * callback. The engine remembers the outcome of the last 1024 ended
+ * generations; older ids are forgotten.
+ *
+ * Any thread except the loop thread.
+ */
+SSTF_API int sstf_wait(sstf_engine *engine, uint64_t gen, int timeout_ms);
+
+/*
+ * Copies a snapshot of a generation's progress into *out. Returns 0, or
+ * -SSTF_ENOSUCHGEN. Any thread, including callbacks. Never blocks on I/O.
+ */
+SSTF_API int sstf_progress(sstf_engine *engine, uint64_t gen,
+                           struct sstf_progress *out);
+
+/* Engine-wide counters, for reports and tests. */
+struct sstf_stats {
+	uint64_t stale_completions; /* completions rejected by their tag */
+	uint64_t cancels;           /* generations cancelled */
+	uint64_t buffers_total;     /* size of the buffer pool */
+	uint64_t buffers_peak;      /* most buffers in use at once */
+	size_t buf_size;            /* bytes per buffer */
+	int fixed_buffers;          /* 1 if buffers are registered */
+	int ring_flags;             /* IORING_SETUP_* flags the ring got */
+};
+
+/*
+ * Copies the engine-wide counters into *out. Returns 0. Any thread.
+ */
+SSTF_API int sstf_stats(sstf_engine *engine, struct sstf_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* Digests                                                                  */
+
+/*
+ * Hashes `len` bytes with `kind` and writes the canonical hex digest (as
+ * xxhsum prints it, lowercase) and a NUL into out, which must hold 33 bytes.
+ * Returns the number of hex digits written, or -EINVAL for a bad kind.
+ * Any thread.
+ */
+SSTF_API int sstf_digest_hex(enum sstf_digest_kind kind, const void *data,
+                             size_t len, char out[33]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SSTFETCH_H */
