@@ -90,7 +90,8 @@ static void forget_old(struct sstf_engine *e)
 	unsigned seen = 0;
 	for (struct sstf__gen **pp = &e->gens; *pp;) {
 		struct sstf__gen *g = *pp;
-		if (g->state == SSTF__GEN_ENDED && ++seen > REMEMBER_ENDED && g->waiters == 0) {
+		if (g->state == SSTF__GEN_ENDED && ++seen > REMEMBER_ENDED && g->waiters == 0 &&
+		    !g->cancel_queued) {
 			*pp = g->next;
 			e->ended_count--;
 			sstf__gen_free(&e->alloc, g);
@@ -229,8 +230,6 @@ static void take_commands(struct sstf_engine *e)
 	struct sstf__gen *submits = e->cmd_head, *cancels = e->cancel_head;
 	e->cmd_head = e->cmd_tail = NULL;
 	e->cancel_head = NULL;
-	for (struct sstf__gen *g = cancels; g; g = g->cancel_next)
-		g->cancel_queued = false;
 	if (e->stop_requested && !e->stopping) {
 		e->stopping = true;
 		/* Cancel everything not ended, the queued ones included. */
@@ -247,11 +246,16 @@ static void take_commands(struct sstf_engine *e)
 		g->cmd_next = NULL;
 		start_gen(e, g);
 	}
+	/* A generation stays marked queued until its cancel ran, so that no
+	 * other generation's end forgets it while it waits here. */
 	while (cancels) {
 		struct sstf__gen *g = cancels;
 		cancels = g->cancel_next;
-		g->cancel_next = NULL;
 		cancel_gen(e, g);
+		pthread_mutex_lock(&e->lock);
+		g->cancel_next = NULL;
+		g->cancel_queued = false;
+		pthread_mutex_unlock(&e->lock);
 	}
 	if (stopping) {
 		/* Gens only leave the list under the lock, from this thread. */
