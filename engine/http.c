@@ -39,16 +39,30 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 	return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
 }
 
-/* Makes the ring's poll for s match what curl wants. */
+/*
+ * Makes the ring's poll for s match what curl wants: a poll add when none is
+ * armed, a poll update when curl changes the mask of an armed one, a poll
+ * remove when curl drops the socket. An update that finds the poll already
+ * completed fails with -ENOENT; the poll's own completion then re-arms it
+ * with the new mask, so that failure needs no handling.
+ */
 static void sock_sync(struct sstf_engine *e, struct sstf__slot *s)
 {
 	struct sstf__sock *k = &s->sock;
+	uint64_t poll_ud = sstf__tag_op(s->tag, SSTF__OP_POLL, 0);
 	if (k->armed) {
-		if (k->armed != k->want && !k->removing) {
-			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-			io_uring_prep_poll_remove(sqe, sstf__tag_op(s->tag, SSTF__OP_POLL, 0));
+		if (k->armed == k->want || k->removing)
+			return;
+		struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+		if (k->want == 0) {
+			io_uring_prep_poll_remove(sqe, poll_ud);
 			sstf__ring_tag(sqe, s, SSTF__OP_POLL_REMOVE, 0);
 			k->removing = true;
+		} else {
+			io_uring_prep_poll_update(sqe, poll_ud, poll_ud, (unsigned)k->want,
+			                          IORING_POLL_UPDATE_EVENTS);
+			sstf__ring_tag(sqe, s, SSTF__OP_POLL_UPDATE, 0);
+			k->armed = k->want;
 		}
 		return;
 	}
@@ -233,9 +247,10 @@ static void socket_action(struct sstf_engine *e, curl_socket_t fd, int ev)
 void sstf__http_on_cqe(struct sstf_engine *e, struct sstf__slot *s,
                        enum sstf__op op, int res)
 {
+	if (op == SSTF__OP_POLL_UPDATE)
+		return;
 	if (op == SSTF__OP_POLL_REMOVE) {
 		s->sock.removing = false;
-		sock_sync(e, s);
 		return;
 	}
 	s->sock.armed = 0;

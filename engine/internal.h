@@ -62,6 +62,7 @@ enum sstf__op {
 	SSTF__OP_TIMER,        /* curl's timer */
 	SSTF__OP_TIMER_REMOVE,
 	SSTF__OP_POLL,         /* a curl socket poll */
+	SSTF__OP_POLL_UPDATE,  /* new mask for an armed poll */
 	SSTF__OP_POLL_REMOVE,
 	SSTF__OP_WRITE,        /* aux = buffer index */
 	SSTF__OP_READ,         /* file:// read, aux = buffer index */
