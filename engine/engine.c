@@ -155,6 +155,7 @@ void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
 		.bytes = x->received,
 		.ttfb_ns = x->t_first ? x->t_first - x->t_start : 0,
 		.fetch_ns = now - x->t_start,
+		.retries = x->retries,
 		.detail = result ? x->detail : "",
 	};
 	g->on_file_done(g->user, g->id, &r);
@@ -455,7 +456,11 @@ static int apply_defaults(struct sstf_config *c)
 		c->low_speed_time_s = 30;
 	if (!c->progress_interval_ms)
 		c->progress_interval_ms = 250;
-	if (c->max_transfers > 4096 || c->max_host_conns > 65536)
+	if (c->max_retries == 0)
+		c->max_retries = 3;
+	else if (c->max_retries < 0)
+		c->max_retries = 0;
+	if (c->max_transfers > 4096 || c->max_host_conns > 65536 || c->max_retries > 1000)
 		return -EINVAL;
 	if (!is_pow2(c->buf_size) || c->buf_size < (64u << 10) || c->buf_size > (64u << 20))
 		return -EINVAL;
@@ -518,6 +523,7 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	e->efd = -1;
 	e->next_gen_id = 1;
 	atomic_init(&e->cancels, 0);
+	atomic_init(&e->retries, 0);
 	atomic_init(&e->buffers_peak, 0);
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_condattr_t ca;
@@ -727,6 +733,7 @@ int sstf_stats(sstf_engine *e, struct sstf_stats *out)
 	memset(out, 0, sizeof(*out));
 	out->stale_completions = atomic_load(&e->slots.stale);
 	out->cancels = atomic_load(&e->cancels);
+	out->retries = atomic_load(&e->retries);
 	out->buffers_total = e->pool.n;
 	out->buffers_peak = atomic_load(&e->buffers_peak);
 	out->buf_size = e->pool.bs;

@@ -177,10 +177,12 @@ void sstf__http_fini(struct sstf_engine *e)
 	}
 }
 
-int sstf__http_start(struct sstf_engine *e, struct sstf__xfer *x)
+/* Starts (or, after a retry wait, resumes) x's request at x->received. */
+static int attach(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	x->curl_err[0] = '\0';
 	curl_easy_setopt(x->easy, CURLOPT_URL, x->file->url);
+	curl_easy_setopt(x->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)x->received);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)(uintptr_t)x->slot->tag);
 	CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
 	if (mc != CURLM_OK) {
@@ -191,12 +193,62 @@ int sstf__http_start(struct sstf_engine *e, struct sstf__xfer *x)
 	return 0;
 }
 
+int sstf__http_start(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	return attach(e, x);
+}
+
 void sstf__http_stop(struct sstf_engine *e, struct sstf__xfer *x)
 {
+	if (x->retry_wait) {
+		x->retry_wait = false;
+		e->retry_waiting--;
+	}
 	if (!x->curl_attached)
 		return;
 	curl_multi_remove_handle(e->multi, x->easy);
 	x->curl_attached = false;
+}
+
+/*
+ * Transient failures: the same request may well succeed a moment later.
+ * A wrong digest or a 404 will not, and a local error is not the origin's.
+ */
+static bool transient(CURLcode rc, long status)
+{
+	switch (rc) {
+	case CURLE_HTTP_RETURNED_ERROR:
+		return status == 408 || status == 429 || status >= 500;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_SSL_CONNECT_ERROR:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Schedules another attempt of x after a backoff; false when none is left. */
+static bool schedule_retry(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	if (x->err || x->retries >= (unsigned)e->cfg.max_retries ||
+	    atomic_load(&x->gen->cancel_requested))
+		return false;
+	uint64_t backoff_ms = 100u << (x->retries < 6 ? x->retries : 6);
+	if (backoff_ms > 5000)
+		backoff_ms = 5000;
+	x->retries++;
+	atomic_fetch_add_explicit(&e->retries, 1, memory_order_relaxed);
+	x->retry_wait = true;
+	x->retry_at_ns = sstf__now_ns() + backoff_ms * 1000000u;
+	e->retry_waiting++;
+	return true;
 }
 
 void sstf__http_resume(struct sstf_engine *e, struct sstf__xfer *x)
@@ -225,6 +277,8 @@ void sstf__http_collect(struct sstf_engine *e)
 		x->http_status = (int)code;
 		curl_multi_remove_handle(e->multi, h);
 		x->curl_attached = false;
+		if (rc != CURLE_OK && transient(rc, code) && schedule_retry(e, x))
+			continue;
 		if (rc == CURLE_OK) {
 			sstf__xfer_source_end(e, x, 0, NULL);
 		} else if (rc == CURLE_HTTP_RETURNED_ERROR) {
@@ -281,24 +335,55 @@ void sstf__http_on_timer(struct sstf_engine *e, int res)
 	e->timer_armed_ns = 0;
 }
 
+/* Resumes transfers whose backoff ended; returns the next retry time or 0. */
+static uint64_t run_retries(struct sstf_engine *e, uint64_t now)
+{
+	uint64_t next = 0;
+	for (uint32_t i = 0; i < e->nxfers && e->retry_waiting; i++) {
+		struct sstf__xfer *x = &e->xfers[i];
+		if (!x->retry_wait)
+			continue;
+		if (x->retry_at_ns > now) {
+			if (!next || x->retry_at_ns < next)
+				next = x->retry_at_ns;
+			continue;
+		}
+		x->retry_wait = false;
+		e->retry_waiting--;
+		int ret = attach(e, x);
+		if (ret < 0) {
+			char why[sizeof(x->detail)];
+			snprintf(why, sizeof(why), "%s", x->detail);
+			sstf__xfer_source_end(e, x, ret, why);
+		}
+	}
+	return next;
+}
+
 void sstf__http_tick(struct sstf_engine *e)
 {
 	if (e->timer_deadline_ns && sstf__now_ns() >= e->timer_deadline_ns) {
 		e->timer_deadline_ns = 0;
 		socket_action(e, CURL_SOCKET_TIMEOUT, 0);
 	}
-	if (!e->timer_deadline_ns)
+	uint64_t deadline = e->timer_deadline_ns;
+	if (e->retry_waiting) {
+		uint64_t next = run_retries(e, sstf__now_ns());
+		if (next && (!deadline || next < deadline))
+			deadline = next;
+	}
+	if (!deadline)
 		return;
 	struct sstf__slot *t = &e->slots.v[SSTF__CTL_TIMER];
 	if (!e->timer_armed_ns) {
-		e->timer_ts.tv_sec = (long long)(e->timer_deadline_ns / 1000000000u);
-		e->timer_ts.tv_nsec = (long long)(e->timer_deadline_ns % 1000000000u);
+		e->timer_ts.tv_sec = (long long)(deadline / 1000000000u);
+		e->timer_ts.tv_nsec = (long long)(deadline % 1000000000u);
 		struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 		io_uring_prep_timeout(sqe, &e->timer_ts, 0, IORING_TIMEOUT_ABS);
 		sstf__ring_tag(sqe, t, SSTF__OP_TIMER, 0);
-		e->timer_armed_ns = e->timer_deadline_ns;
-	} else if (e->timer_armed_ns > e->timer_deadline_ns && !e->timer_removing) {
-		/* curl wants to run sooner than the armed timeout fires. */
+		e->timer_armed_ns = deadline;
+	} else if (e->timer_armed_ns > deadline && !e->timer_removing) {
+		/* Something is due sooner than the armed timeout fires. */
 		struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 		io_uring_prep_timeout_remove(sqe, sstf__tag_op(t->tag, SSTF__OP_TIMER, 0), 0);
 		sstf__ring_tag(sqe, t, SSTF__OP_TIMER_REMOVE, 0);

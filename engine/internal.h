@@ -307,6 +307,9 @@ struct sstf__xfer {
 	char detail[160];
 	uint64_t t_start, t_first;
 	bool renamed;      /* the final name now holds the file */
+	bool retry_wait;   /* between attempts, until retry_at_ns */
+	unsigned retries;  /* attempts made after the first */
+	uint64_t retry_at_ns;
 	struct sstf__xfer *pause_prev, *pause_next;
 };
 
@@ -352,12 +355,16 @@ void sstf__xfer_wait_buffer(struct sstf_engine *e, struct sstf__xfer *x);
 int sstf__http_init(struct sstf_engine *e);
 void sstf__http_fini(struct sstf_engine *e);
 int sstf__http_start(struct sstf_engine *e, struct sstf__xfer *x);
+/* Detaches x from curl, or ends its retry wait. */
 void sstf__http_stop(struct sstf_engine *e, struct sstf__xfer *x);
 void sstf__http_resume(struct sstf_engine *e, struct sstf__xfer *x);
 void sstf__http_on_cqe(struct sstf_engine *e, struct sstf__slot *s,
                        enum sstf__op op, int res);
 void sstf__http_on_timer(struct sstf_engine *e, int res);
-/* Runs curl's timeout when due, arms the ring timer for the next one. */
+/*
+ * Runs curl's timeout and restarts transfers whose retry backoff ended, when
+ * due; arms the ring timer for the next of those deadlines.
+ */
 void sstf__http_tick(struct sstf_engine *e);
 /* Hands finished transfers (curl_multi_info_read) to their sinks. */
 void sstf__http_collect(struct sstf_engine *e);
@@ -426,9 +433,11 @@ struct sstf_engine {
 	struct __kernel_timespec timer_ts;
 	struct sstf__gen *run_head, *run_tail;
 	struct sstf__xfer *pause_head, *pause_tail;
+	unsigned retry_waiting; /* transfers with retry_wait set */
 	bool stopping;
 
 	_Atomic uint64_t cancels;
+	_Atomic uint64_t retries;
 	_Atomic uint64_t buffers_peak;
 };
 

@@ -143,7 +143,8 @@ void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
 	x->phase = SSTF__X_FETCH;
 	x->fd = x->pdirfd = x->srcfd = -1;
 	x->direct = x->curl_attached = x->source_done = false;
-	x->paused = x->reading = x->renamed = false;
+	x->paused = x->reading = x->renamed = x->retry_wait = false;
+	x->retries = 0;
 	x->cur_buf = -1;
 	x->cur_len = 0;
 	x->received = x->queued = 0;

@@ -127,6 +127,13 @@ struct sstf_config {
 	unsigned low_speed_time_s;    /* ... for this many seconds fails; 30 */
 	unsigned progress_interval_ms; /* least time between two progress
 	                                  callbacks of one generation; 250 */
+	int max_retries;              /* retries per file after a transient
+	                                 failure (connection error, timeout,
+	                                 HTTP 408/429/5xx); 0: 3, negative:
+	                                 none. A retry resumes at the first
+	                                 byte not yet received (an HTTP range
+	                                 request), keeping the hash state, after
+	                                 a backoff of 100 ms doubling to 5 s. */
 	const struct sstf_allocator *allocator; /* NULL: the C library's */
 };
 
@@ -196,6 +203,7 @@ struct sstf_file_result {
 	uint64_t bytes;       /* bytes received */
 	uint64_t ttfb_ns;     /* start of the transfer to its first byte */
 	uint64_t fetch_ns;    /* start of the transfer to publish or failure */
+	unsigned retries;     /* retries this file took */
 	const char *detail;   /* a human-readable reason when result != 0
 	                         (e.g. "HTTP 404", curl's message); valid
 	                         during the callback; "" when none */
@@ -323,6 +331,7 @@ SSTF_API int sstf_progress(sstf_engine *engine, uint64_t gen,
 struct sstf_stats {
 	uint64_t stale_completions; /* completions rejected by their tag */
 	uint64_t cancels;           /* generations cancelled */
+	uint64_t retries;           /* file retries after transient errors */
 	uint64_t buffers_total;     /* size of the buffer pool */
 	uint64_t buffers_peak;      /* most buffers in use at once */
 	size_t buf_size;            /* bytes per buffer */
