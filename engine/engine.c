@@ -441,11 +441,14 @@ static int apply_defaults(struct sstf_config *c)
 	if (!c->max_transfers)
 		c->max_transfers = 16;
 	if (!c->max_host_conns)
-		c->max_host_conns = 16;
+		c->max_host_conns = c->max_transfers;
 	if (!c->buf_size)
 		c->buf_size = 1u << 20;
-	if (!c->mem_limit)
+	if (!c->mem_limit) {
 		c->mem_limit = (size_t)64 << 20;
+		if (c->mem_limit < 2 * c->max_transfers * c->buf_size)
+			c->mem_limit = 2 * c->max_transfers * c->buf_size;
+	}
 	if (!c->ring_depth)
 		c->ring_depth = 256;
 	if (!c->connect_timeout_ms)

@@ -107,11 +107,14 @@ enum sstf_switch {
  */
 struct sstf_config {
 	unsigned max_transfers;       /* concurrent file transfers; 16 */
-	unsigned max_host_conns;      /* connections per origin host; 16 */
+	unsigned max_host_conns;      /* connections per origin host;
+	                                 max_transfers */
 	size_t buf_size;              /* bytes per I/O buffer, a power of two
 	                                 from 64 KiB to 64 MiB; 1 MiB */
-	size_t mem_limit;             /* total buffer memory; 64 MiB. Must
-	                                 allow two buffers per transfer. */
+	size_t mem_limit;             /* total buffer memory; 64 MiB, or two
+	                                 buffers per transfer when that is
+	                                 more. Must allow two buffers per
+	                                 transfer, and at most 4095 buffers. */
 	unsigned ring_depth;          /* io_uring submission queue entries;
 	                                 256 */
 	enum sstf_switch direct_io;   /* O_DIRECT writes. DEFAULT: used where
