@@ -84,8 +84,12 @@ static char *arena_str(char **cursor, const char *s, size_t len)
 	return out;
 }
 
-int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
-                  uint64_t id, struct sstf__gen **out)
+/*
+ * Validates every entry of a batch, as sstf_submit() and sstf_check_batch()
+ * promise, and sizes the strings the arena will hold.
+ */
+static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *b,
+                       size_t *strings_out)
 {
 	char why[128];
 	if (!b || (b->nfiles && !b->files))
@@ -95,8 +99,6 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 			snprintf(b->errbuf, b->errbuf_len, "dest_dir: missing");
 		return -EINVAL;
 	}
-
-	/* Pass 1: validate every entry and size the arena. */
 	size_t strings = strlen(b->dest_dir) + 1;
 	for (size_t i = 0; i < b->nfiles; i++) {
 		const struct sstf_file *f = &b->files[i];
@@ -132,6 +134,24 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	if (d > 0)
 		return bad_entry(b, -SSTF_EBADENTRY, dup, b->files[dup].name,
 		                 "the same name appears twice in the batch");
+	*strings_out = strings;
+	return 0;
+}
+
+int sstf_check_batch(const struct sstf_batch *batch)
+{
+	static const struct sstf_allocator libc = {0};
+	size_t strings;
+	return check_batch(&libc, batch, &strings);
+}
+
+int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
+                  uint64_t id, struct sstf__gen **out)
+{
+	size_t strings;
+	int ret = check_batch(a, b, &strings);
+	if (ret < 0)
+		return ret;
 
 	struct sstf__gen *g = sstf__alloc(a, sizeof(*g));
 	if (!g)
@@ -143,7 +163,7 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 		return -ENOMEM;
 	}
 
-	/* Pass 2: copy into the arena. */
+	/* Copy everything the loop will read into the arena. */
 	g->files = g->arena;
 	g->nfiles = b->nfiles;
 	char *cur = (char *)g->arena + files_bytes;

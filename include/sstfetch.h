@@ -283,6 +283,15 @@ SSTF_API int sstf_submit(sstf_engine *engine, const struct sstf_batch *batch,
                          uint64_t *gen);
 
 /*
+ * Checks a batch exactly as sstf_submit() does, without an engine and
+ * without submitting: 0 when sstf_submit() would accept every entry, else
+ * the error it would return, with the message naming the bad entry in
+ * batch->errbuf. It does not look at the disk or the network (dest_dir need
+ * not exist yet). Any thread.
+ */
+SSTF_API int sstf_check_batch(const struct sstf_batch *batch);
+
+/*
  * Cancels a generation.
  *
  * From any thread other than the engine's loop thread, sstf_cancel() blocks
