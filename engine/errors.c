@@ -1,12 +1,15 @@
 /*
  * errors.c - one map from error codes to messages (see SSTF_ERRNO_MAP).
  */
+#include <limits.h>
 #include <string.h>
 
 #include "sstfetch.h"
 
 const char *sstf_strerror(int err)
 {
+	if (err == INT_MIN)
+		return "unknown error";
 	if (err < 0)
 		err = -err;
 	switch (err) {
