@@ -1,0 +1,846 @@
+/*
+ * Description: fetching against a real nginx on loopback (and file:// URLs)
+ * publishes byte-identical files and nothing else; a wrong digest, a wrong
+ * size, a 404 or a missing file fails that file alone and leaves nothing
+ * under its name and no temporary; nested names get their directories; an
+ * existing file is replaced only by a verified one.
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sstfetch.h"
+#include "support/dataset.h"
+#include "support/sanitizers.h"
+#include "support/origin.h"
+
+#define WAIT_MS 120000 /* a hang guard; nothing is measured */
+#define NFILES 64
+#define KIB 1024ull
+#define MIB (1024ull * 1024ull)
+#define SMALL_MEM_LIMIT (2 * 4 * 64 * KIB) /* two buffers per transfer */
+
+/* Indexes of the nested names in the fixture dataset. */
+#define NESTED_FIRST 60
+
+/* Frees the engine and fails the test if that left memory unreachable. */
+static void engine_free_checked(sstf_engine *eng)
+{
+	sstf_engine_free(eng);
+	cr_expect_eq(sanitizer_leak_check(), 0,
+	             "LeakSanitizer: leaks after sstf_engine_free (report above)");
+}
+
+static const char *const nested_names[4] = {
+	"a/b/x.sst", "a/b/y.sst", "a/z.sst", "c/d/e/f/g.sst",
+};
+
+static struct dataset ds;
+static struct origin *org;
+static char *work; /* temp dir holding the dest dirs of a test */
+static char *dest; /* work/dest, exists and is empty at test start */
+
+static uint64_t fixture_size(size_t i)
+{
+	static const uint64_t cycle[] = {
+		0, 1, 4095, 4096, 4097, 65535, 65536, 65537, 131072, 262143,
+		MIB + 7, MIB - 1, MIB, 2 * MIB + 3,
+	};
+	if (i == NFILES - 2)
+		return 4 * MIB + 1;
+	if (i == NFILES - 1)
+		return 6 * MIB - 3;
+	return cycle[i % (sizeof(cycle) / sizeof(cycle[0]))];
+}
+
+static void fixture_init(void)
+{
+	const char *names[NFILES] = { 0 };
+	uint64_t sizes[NFILES];
+	for (size_t i = 0; i < NFILES; i++)
+		sizes[i] = fixture_size(i);
+	for (size_t i = 0; i < 4; i++)
+		names[NESTED_FIRST + i] = nested_names[i];
+	cr_assert_eq(ds_create(&ds, "fetch-origin", NFILES, names, sizes, 0xfe7c4), 0);
+	int err = origin_start(ds.dir, &org);
+	cr_assert_eq(err, 0, "nginx did not start: %s", strerror(-err));
+	cr_assert_eq(ds_mkdtemp("fetch-dest", &work), 0);
+	dest = ds_strfmt("%s/dest", work);
+	cr_assert_not_null(dest);
+	cr_assert_eq(ds_mkdirs(dest), 0);
+}
+
+static void fixture_fini(void)
+{
+	origin_stop(org);
+	org = NULL;
+	ds_destroy(&ds);
+	if (work)
+		ds_rmtree(work);
+	free(work);
+	free(dest);
+	work = dest = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recording callbacks                                                      */
+
+struct rec {
+	pthread_mutex_t mu;
+	size_t n;
+	char **names;       /* expected name per batch index (own copies) */
+	unsigned *done;     /* file-done calls per index */
+	int *result;
+	int *status;
+	uint64_t *bytes;
+	char **detail;
+	unsigned batch_done;
+	int batch_result;
+	uint64_t gen;       /* gen of the first callback */
+	unsigned bad_gen;   /* callbacks with another gen */
+	unsigned bad_index; /* file-done with index >= n */
+	unsigned bad_name;  /* res->name differs from the batch's */
+	unsigned after_batch; /* any callback after on_batch_done */
+	unsigned bad_progress;
+	unsigned progress_calls;
+};
+
+static void rec_init(struct rec *r, const struct sstf_file *files, size_t n)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->mu, NULL);
+	r->n = n;
+	size_t m = n ? n : 1;
+	r->names = calloc(m, sizeof(*r->names));
+	r->done = calloc(m, sizeof(*r->done));
+	r->result = calloc(m, sizeof(*r->result));
+	r->status = calloc(m, sizeof(*r->status));
+	r->bytes = calloc(m, sizeof(*r->bytes));
+	r->detail = calloc(m, sizeof(*r->detail));
+	cr_assert(r->names && r->done && r->result && r->status && r->bytes && r->detail);
+	for (size_t i = 0; i < n; i++) {
+		r->names[i] = strdup(files[i].name);
+		r->result[i] = 1; /* "never reported" */
+	}
+}
+
+static void rec_fini(struct rec *r)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		free(r->names[i]);
+		free(r->detail[i]);
+	}
+	free(r->names);
+	free(r->done);
+	free(r->result);
+	free(r->status);
+	free(r->bytes);
+	free(r->detail);
+	pthread_mutex_destroy(&r->mu);
+}
+
+static void note_gen(struct rec *r, uint64_t gen)
+{
+	if (r->gen == 0)
+		r->gen = gen;
+	else if (r->gen != gen)
+		r->bad_gen++;
+	if (r->batch_done)
+		r->after_batch++;
+}
+
+static void on_file(void *user, uint64_t gen, const struct sstf_file_result *res)
+{
+	struct rec *r = user;
+	pthread_mutex_lock(&r->mu);
+	note_gen(r, gen);
+	if (res->index >= r->n) {
+		r->bad_index++;
+	} else {
+		size_t i = res->index;
+		r->done[i]++;
+		r->result[i] = res->result;
+		r->status[i] = res->http_status;
+		r->bytes[i] = res->bytes;
+		if (!res->name || strcmp(res->name, r->names[i]) != 0)
+			r->bad_name++;
+		free(r->detail[i]);
+		r->detail[i] = strdup(res->detail ? res->detail : "(null detail)");
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void on_batch(void *user, uint64_t gen, int result)
+{
+	struct rec *r = user;
+	pthread_mutex_lock(&r->mu);
+	note_gen(r, gen);
+	r->batch_done++;
+	r->batch_result = result;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void on_prog(void *user, uint64_t gen, const struct sstf_progress *p)
+{
+	struct rec *r = user;
+	pthread_mutex_lock(&r->mu);
+	note_gen(r, gen);
+	r->progress_calls++;
+	if (p->bytes_done > p->bytes_total || p->files_total != r->n ||
+	    p->files_done + p->files_failed > p->files_total)
+		r->bad_progress++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running batches                                                          */
+
+/* Set by a test before it makes its engines. */
+static enum sstf_switch opt_direct_io, opt_fsync;
+
+static sstf_engine *engine_new(int small)
+{
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.direct_io = opt_direct_io;
+	cfg.fsync = opt_fsync;
+	if (small) {
+		/* Few buffers: transfers must pause and resume. */
+		cfg.buf_size = 64 * KIB;
+		cfg.max_transfers = 4;
+		cfg.mem_limit = SMALL_MEM_LIMIT;
+		cfg.progress_interval_ms = 1;
+	}
+	sstf_engine *eng = NULL;
+	int err = sstf_engine_new(&cfg, &eng);
+	cr_assert_eq(err, 0, "sstf_engine_new: %s", sstf_strerror(err));
+	cr_assert_not_null(eng);
+	return eng;
+}
+
+/*
+ * Submits files[0..n) into dir, waits, and checks what holds for every
+ * batch: one on_batch_done, last, with the result sstf_wait returns; one
+ * file-done per file, with the right gen, index and name. Returns the
+ * batch result.
+ */
+static int run_batch(sstf_engine *eng, const char *dir, const struct sstf_file *files,
+                     size_t n, struct rec *r)
+{
+	rec_init(r, files, n);
+	char errbuf[512] = "";
+	struct sstf_batch b = {
+		.dest_dir = dir,
+		.files = files,
+		.nfiles = n,
+		.on_file_done = on_file,
+		.on_batch_done = on_batch,
+		.on_progress = on_prog,
+		.user = r,
+		.errbuf = errbuf,
+		.errbuf_len = sizeof(errbuf),
+	};
+	uint64_t gen = 0;
+	int err = sstf_submit(eng, &b, &gen);
+	cr_assert_eq(err, 0, "sstf_submit: %s (%s)", sstf_strerror(err), errbuf);
+	cr_assert_neq(gen, 0, "generation id 0");
+	int res = sstf_wait(eng, gen, WAIT_MS);
+	cr_assert_neq(res, -ETIMEDOUT, "batch did not end within %d ms", WAIT_MS);
+	cr_assert_neq(res, -SSTF_ENOSUCHGEN, "sstf_wait forgot the generation");
+
+	pthread_mutex_lock(&r->mu);
+	cr_expect_eq(r->batch_done, 1, "on_batch_done ran %u times before sstf_wait returned",
+	             r->batch_done);
+	cr_expect_eq(r->batch_result, res, "on_batch_done said %d, sstf_wait %d",
+	             r->batch_result, res);
+	cr_expect(r->gen == 0 || r->gen == gen, "callbacks got gen %llu, submit %llu",
+	          (unsigned long long)r->gen, (unsigned long long)gen);
+	cr_expect_eq(r->bad_gen, 0);
+	cr_expect_eq(r->bad_index, 0);
+	cr_expect_eq(r->bad_name, 0, "file-done gave a name other than the batch's");
+	cr_expect_eq(r->after_batch, 0, "a callback ran after on_batch_done");
+	cr_expect_eq(r->bad_progress, 0, "inconsistent progress snapshot");
+	for (size_t i = 0; i < n; i++)
+		cr_expect_eq(r->done[i], 1, "file %zu (%s): %u file-done calls", i,
+		             r->names[i], r->done[i]);
+	pthread_mutex_unlock(&r->mu);
+	return res;
+}
+
+static void expect_no_temps(const char *dir)
+{
+	char first[PATH_MAX];
+	int n = ds_count_temps(dir, first, sizeof(first));
+	cr_expect_eq(n, 0, "%d temporary file(s) left in %s, e.g. %s", n, dir, first);
+}
+
+static void expect_dest_is(const char *dir, const size_t *which, size_t n)
+{
+	char why[PATH_MAX + 128];
+	cr_expect_eq(ds_check_dest(&ds, dir, which, n, why, sizeof(why)), 0, "%s", why);
+}
+
+/* Fetches the whole fixture, with `base` as the URL prefix. */
+static void fetch_all(int small, const char *base, int kind)
+{
+	sstf_engine *eng = engine_new(small);
+	struct sstf_file *files = ds_batch_new(&ds, base, kind);
+	cr_assert_not_null(files);
+	struct rec r;
+	int res = run_batch(eng, dest, files, ds.n, &r);
+	cr_expect_eq(res, 0, "batch result %d (%s)", res, sstf_strerror(res));
+	for (size_t i = 0; i < ds.n; i++) {
+		cr_expect_eq(r.result[i], 0, "file %s: %d (%s) %s", ds.files[i].name,
+		             r.result[i], sstf_strerror(r.result[i]), r.detail[i]);
+		cr_expect_eq(r.bytes[i], ds.files[i].size, "file %s: %llu bytes reported",
+		             ds.files[i].name, (unsigned long long)r.bytes[i]);
+	}
+	expect_dest_is(dest, NULL, ds.n);
+	expect_no_temps(dest);
+	struct sstf_stats st;
+	cr_expect_eq(sstf_stats(eng, &st), 0);
+	if (small) {
+		/* Invariant 6: buffer memory stays within mem_limit. */
+		cr_expect_eq(st.buf_size, 64 * KIB);
+		cr_expect_leq(st.buffers_total * st.buf_size, SMALL_MEM_LIMIT);
+	}
+	cr_expect_gt(st.buffers_peak, 0);
+	cr_expect_leq(st.buffers_peak, st.buffers_total);
+	cr_log_info("%s: %llu of %llu buffers of %zu bytes at peak, fixed %d, ring flags 0x%x",
+	            small ? "small" : "default", (unsigned long long)st.buffers_peak,
+	            (unsigned long long)st.buffers_total, st.buf_size, st.fixed_buffers,
+	            (unsigned)st.ring_flags);
+	engine_free_checked(eng);
+	ds_batch_free(files, ds.n, 1);
+	rec_fini(&r);
+}
+
+/* Picks fixture indexes by size (first match). */
+static size_t idx_of_size(uint64_t size)
+{
+	for (size_t i = 0; i < ds.n; i++)
+		if (ds.files[i].size == size)
+			return i;
+	cr_assert_fail("no fixture file of %llu bytes", (unsigned long long)size);
+	return 0;
+}
+
+/* A batch of fixture files by index, its strings heap copies. */
+static struct sstf_file *pick(const size_t *idx, size_t n, const char *base, int kind)
+{
+	struct sstf_file *all = ds_batch_new(&ds, base, kind);
+	cr_assert_not_null(all);
+	struct sstf_file *out = calloc(n, sizeof(*out));
+	cr_assert_not_null(out);
+	for (size_t k = 0; k < n; k++) {
+		out[k] = all[idx[k]];
+		all[idx[k]].name = all[idx[k]].url = all[idx[k]].digest_hex = NULL;
+	}
+	ds_batch_free(all, ds.n, 0);
+	return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* (a) many files                                                           */
+
+Test(fetch, many_files_default_config_byte_identical,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	fetch_all(0, org->base_url, DS_DIGEST_MIXED);
+}
+
+Test(fetch, many_files_small_buffers_byte_identical,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	fetch_all(1, org->base_url, SSTF_DIGEST_XXH128);
+}
+
+Test(fetch, many_files_xxh3_twice_into_same_dir_replaces,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	fetch_all(1, org->base_url, SSTF_DIGEST_XXH3);
+	/* Every file now exists; a second generation replaces them all. */
+	fetch_all(0, org->base_url, SSTF_DIGEST_XXH3);
+}
+
+Test(fetch, empty_batch_completes_at_once, .init = fixture_init, .fini = fixture_fini)
+{
+	sstf_engine *eng = engine_new(0);
+	struct rec r;
+	struct sstf_file none[1];
+	memset(none, 0, sizeof(none));
+	cr_expect_eq(run_batch(eng, dest, none, 0, &r), 0);
+	expect_dest_is(dest, NULL, 0);
+	engine_free_checked(eng);
+	rec_fini(&r);
+}
+
+Test(fetch, many_files_direct_io_on_odd_sizes, .init = fixture_init, .fini = fixture_fini)
+{
+	/* O_DIRECT needs aligned writes; sizes like 4095 and 1 MiB + 7 end in
+	 * a partial block that must still land exactly. */
+	opt_direct_io = SSTF_ON;
+	fetch_all(1, org->base_url, DS_DIGEST_MIXED);
+	fetch_all(0, org->base_url, SSTF_DIGEST_XXH3);
+}
+
+Test(fetch, many_files_buffered_without_fsync, .init = fixture_init, .fini = fixture_fini)
+{
+	opt_direct_io = SSTF_OFF;
+	opt_fsync = SSTF_OFF;
+	fetch_all(1, org->base_url, DS_DIGEST_MIXED);
+}
+
+Test(fetch, thousands_of_tiny_files_reuse_slots, .init = fixture_init, .fini = fixture_fini)
+{
+	/* Many more files than transfers, slots and buffers: every slot and
+	 * connection is reused hundreds of times. */
+	enum { N = 1500 };
+	static uint64_t sizes[N];
+	for (size_t i = 0; i < N; i++)
+		sizes[i] = (i * 37) % 300;
+	struct dataset tiny;
+	cr_assert_eq(ds_create(&tiny, "fetch-tiny", N, NULL, sizes, 0x7171), 0);
+	struct origin *o2 = NULL;
+	cr_assert_eq(origin_start(tiny.dir, &o2), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		char *b = pass ? ds_strfmt("file://%s", tiny.dir) : strdup(o2->base_url);
+		struct sstf_file *files = ds_batch_new(&tiny, b, DS_DIGEST_MIXED);
+		cr_assert_not_null(files);
+		free(b);
+		cr_assert_eq(ds_empty_dir(dest), 0);
+		sstf_engine *eng = engine_new(1);
+		struct rec r;
+		int res = run_batch(eng, dest, files, N, &r);
+		cr_expect_eq(res, 0, "pass %d: %d (%s)", pass, res, sstf_strerror(res));
+		char why[PATH_MAX + 128];
+		cr_expect_eq(ds_check_dest(&tiny, dest, NULL, N, why, sizeof(why)), 0, "%s", why);
+		expect_no_temps(dest);
+		engine_free_checked(eng);
+		ds_batch_free(files, N, 1);
+		rec_fini(&r);
+	}
+	origin_stop(o2);
+	ds_destroy(&tiny);
+}
+
+Test(fetch, two_generations_same_names_concurrently, .init = fixture_init, .fini = fixture_fini)
+{
+	/* Two generations write the same names into one dir at once: their
+	 * temporaries must not collide, and whichever rename lands last, the
+	 * file is a verified copy. */
+	sstf_engine *eng = engine_new(1);
+	struct sstf_file *fa = ds_batch_new(&ds, org->base_url, SSTF_DIGEST_XXH3);
+	struct sstf_file *fb = ds_batch_new(&ds, org->base_url, SSTF_DIGEST_XXH128);
+	cr_assert(fa && fb);
+	struct rec ra, rb;
+	rec_init(&ra, fa, ds.n);
+	rec_init(&rb, fb, ds.n);
+	struct sstf_batch a = { .dest_dir = dest, .files = fa, .nfiles = ds.n,
+	                        .on_file_done = on_file, .on_batch_done = on_batch, .user = &ra };
+	struct sstf_batch b = a;
+	b.files = fb;
+	b.user = &rb;
+	uint64_t ga = 0, gb = 0;
+	cr_assert_eq(sstf_submit(eng, &a, &ga), 0);
+	cr_assert_eq(sstf_submit(eng, &b, &gb), 0);
+	cr_expect_neq(ga, gb);
+	cr_expect_eq(sstf_wait(eng, ga, WAIT_MS), 0);
+	cr_expect_eq(sstf_wait(eng, gb, WAIT_MS), 0);
+	cr_expect_eq(ra.batch_done, 1);
+	cr_expect_eq(rb.batch_done, 1);
+	cr_expect_eq(ra.bad_gen + rb.bad_gen, 0, "callbacks of one generation got the other's id");
+	expect_dest_is(dest, NULL, ds.n);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(fa, ds.n, 1);
+	ds_batch_free(fb, ds.n, 1);
+	rec_fini(&ra);
+	rec_fini(&rb);
+}
+
+struct cancel_job {
+	sstf_engine *eng;
+	uint64_t gen;
+	int ret;
+	atomic_int finished;
+};
+
+static void *cancel_main(void *arg)
+{
+	struct cancel_job *j = arg;
+	j->ret = sstf_cancel(j->eng, j->gen);
+	atomic_store(&j->finished, 1);
+	return NULL;
+}
+
+Test(fetch, cancel_of_stalled_transfer_returns, .init = fixture_init, .fini = fixture_fini)
+{
+	/* An origin that accepts connections and never answers: the transfer
+	 * would only fail after low_speed_time_s. Cancel must not wait for
+	 * that (or for ever). */
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(lfd, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof(sa);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(lfd, 64), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	char *stall = ds_strfmt("http://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+
+	size_t idx[] = { idx_of_size(MIB), idx_of_size(4096), idx_of_size(2 * MIB + 3) };
+	struct sstf_file *files = pick(idx, 3, stall, SSTF_DIGEST_XXH3);
+	free(stall);
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.low_speed_time_s = 3600;
+	cfg.low_speed_bytes = 1;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	struct rec r;
+	rec_init(&r, files, 3);
+	struct sstf_batch b = { .dest_dir = dest, .files = files, .nfiles = 3,
+	                        .on_file_done = on_file, .on_batch_done = on_batch, .user = &r };
+	uint64_t gen = 0;
+	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
+	/* Let the requests reach the listener. */
+	cr_expect_eq(sstf_wait(eng, gen, 300), -ETIMEDOUT, "a stalled batch ended by itself");
+
+	struct cancel_job j = { eng, gen, -1, 0 };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, cancel_main, &j), 0);
+	/* A hang guard, not a measurement: cancel has no business taking long. */
+	for (int i = 0; i < 60000 && !atomic_load(&j.finished); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&j.finished), "sstf_cancel hung on a stalled transfer");
+	pthread_join(th, NULL);
+	cr_expect_eq(j.ret, 0);
+	cr_expect_eq(r.batch_done, 1);
+	cr_expect_eq(r.batch_result, -ECANCELED, "%d (%s)", r.batch_result,
+	             sstf_strerror(r.batch_result));
+	for (size_t i = 0; i < 3; i++)
+		cr_expect_eq(r.done[i], 0, "file-done for a cancelled, unfinished file");
+	expect_dest_is(dest, NULL, 0);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 3, 1);
+	rec_fini(&r);
+	close(lfd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* (b)-(d) failures of one file                                             */
+
+static void flip_digit(struct sstf_file *f)
+{
+	char *hex = strdup(f->digest_hex);
+	cr_assert_not_null(hex);
+	hex[0] = hex[0] == '0' ? '1' : '0';
+	cr_assert_eq(ds_set_str(&f->digest_hex, hex), 0);
+	free(hex);
+}
+
+Test(fetch, wrong_digest_fails_with_echecksum_and_publishes_nothing,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	size_t idx[] = { idx_of_size(4095), idx_of_size(MIB + 7), idx_of_size(65536),
+	                 idx_of_size(4096), idx_of_size(0), idx_of_size(2 * MIB + 3) };
+	struct sstf_file *files = pick(idx, 6, org->base_url, SSTF_DIGEST_XXH3);
+	/* 1 and 4: XXH3 wrong; 3: XXH128 wrong. */
+	flip_digit(&files[1]);
+	flip_digit(&files[4]);
+	files[3].digest_kind = SSTF_DIGEST_XXH128;
+	cr_assert_eq(ds_set_str(&files[3].digest_hex, ds.files[idx[3]].xxh128), 0);
+	flip_digit(&files[3]);
+
+	sstf_engine *eng = engine_new(1);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 6, &r);
+	cr_expect_eq(res, -SSTF_ECHECKSUM, "batch result %d (%s)", res, sstf_strerror(res));
+	const int want[6] = { 0, -SSTF_ECHECKSUM, 0, -SSTF_ECHECKSUM, -SSTF_ECHECKSUM, 0 };
+	for (size_t k = 0; k < 6; k++) {
+		cr_expect_eq(r.result[k], want[k], "%s: %d (%s) %s", r.names[k], r.result[k],
+		             sstf_strerror(r.result[k]), r.detail[k]);
+		if (want[k])
+			cr_expect_neq(r.detail[k][0], '\0', "%s failed without a detail", r.names[k]);
+	}
+	size_t good[] = { idx[0], idx[2], idx[5] };
+	expect_dest_is(dest, good, 3);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 6, 1);
+	rec_fini(&r);
+}
+
+Test(fetch, wrong_size_fails_with_esize, .init = fixture_init, .fini = fixture_fini)
+{
+	size_t idx[] = { idx_of_size(65537), idx_of_size(65537 - 2) /* 65535 */,
+	                 idx_of_size(0), idx_of_size(1), idx_of_size(MIB) };
+	struct sstf_file *files = pick(idx, 5, org->base_url, SSTF_DIGEST_XXH3);
+	files[0].size += 1;              /* origin sends less than expected */
+	files[1].size -= 1;              /* origin sends more than expected */
+	files[2].size = 1;               /* expected a byte, got none */
+	files[3].digest_kind = SSTF_DIGEST_NONE; /* length check alone */
+	files[3].size = 0;
+	/* files[4] is right */
+
+	sstf_engine *eng = engine_new(1);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 5, &r);
+	cr_expect_eq(res, -SSTF_ESIZE, "batch result %d (%s)", res, sstf_strerror(res));
+	for (size_t k = 0; k < 4; k++)
+		cr_expect_eq(r.result[k], -SSTF_ESIZE, "%s: %d (%s) %s", r.names[k], r.result[k],
+		             sstf_strerror(r.result[k]), r.detail[k]);
+	cr_expect_eq(r.result[4], 0, "%s: %d (%s) %s", r.names[4], r.result[4],
+	             sstf_strerror(r.result[4]), r.detail[4]);
+	size_t good[] = { idx[4] };
+	expect_dest_is(dest, good, 1);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 5, 1);
+	rec_fini(&r);
+}
+
+Test(fetch, http_404_fails_with_ehttp_and_status, .init = fixture_init, .fini = fixture_fini)
+{
+	size_t idx[] = { idx_of_size(MIB + 7), idx_of_size(4096), idx_of_size(131072) };
+	struct sstf_file *files = pick(idx, 3, org->base_url, SSTF_DIGEST_XXH128);
+	char *missing = ds_strfmt("%s/no/such/file.sst", org->base_url);
+	cr_assert_eq(ds_set_str(&files[1].url, missing), 0);
+	free(missing);
+
+	sstf_engine *eng = engine_new(0);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 3, &r);
+	cr_expect_eq(res, -SSTF_EHTTP, "batch result %d (%s)", res, sstf_strerror(res));
+	cr_expect_eq(r.result[1], -SSTF_EHTTP, "404 file: %d (%s) %s", r.result[1],
+	             sstf_strerror(r.result[1]), r.detail[1]);
+	cr_expect_eq(r.status[1], 404, "http_status %d", r.status[1]);
+	cr_expect_neq(r.detail[1][0], '\0');
+	cr_expect_eq(r.result[0], 0, "%s", r.detail[0]);
+	cr_expect_eq(r.result[2], 0, "%s", r.detail[2]);
+	cr_expect_eq(r.status[0], 200, "http_status of a good file %d", r.status[0]);
+	size_t good[] = { idx[0], idx[2] };
+	expect_dest_is(dest, good, 2);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 3, 1);
+	rec_fini(&r);
+}
+
+Test(fetch, unreachable_origin_fails_with_etransfer, .init = fixture_init, .fini = fixture_fini)
+{
+	/* A port bound but not listening refuses connections, and stays ours
+	 * for the whole test. */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof(sa);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	char *url = ds_strfmt("http://127.0.0.1:%u/%s", (unsigned)ntohs(sa.sin_port),
+	                      ds.files[1].name);
+	size_t idx[] = { 1 };
+	struct sstf_file *files = pick(idx, 1, org->base_url, SSTF_DIGEST_XXH3);
+	cr_assert_eq(ds_set_str(&files[0].url, url), 0);
+	free(url);
+	sstf_engine *eng = engine_new(0);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 1, &r);
+	cr_expect_eq(res, -SSTF_ETRANSFER, "batch result %d (%s) %s", res, sstf_strerror(res),
+	             r.detail[0]);
+	cr_expect_neq(r.detail[0][0], '\0', "no detail for a refused connection");
+	expect_dest_is(dest, NULL, 0);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 1, 1);
+	rec_fini(&r);
+	close(fd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* (e) file:// URLs                                                          */
+
+Test(fetch, file_urls_byte_identical, .init = fixture_init, .fini = fixture_fini)
+{
+	char *base = ds_strfmt("file://%s", ds.dir);
+	fetch_all(1, base, DS_DIGEST_MIXED);
+	free(base);
+}
+
+Test(fetch, file_url_missing_path_fails, .init = fixture_init, .fini = fixture_fini)
+{
+	size_t idx[] = { idx_of_size(MIB), idx_of_size(4097) };
+	char *base = ds_strfmt("file://%s", ds.dir);
+	struct sstf_file *files = pick(idx, 2, base, SSTF_DIGEST_XXH3);
+	char *missing = ds_strfmt("%s/does-not-exist.sst", base);
+	cr_assert_eq(ds_set_str(&files[1].url, missing), 0);
+	free(missing);
+	free(base);
+
+	sstf_engine *eng = engine_new(0);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 2, &r);
+	cr_expect_lt(res, 0, "a missing file:// source succeeded");
+	cr_expect_lt(r.result[1], 0, "missing file: %d", r.result[1]);
+	cr_expect_neq(r.detail[1][0], '\0');
+	cr_expect_eq(r.status[1], 0, "file:// has no HTTP status");
+	cr_expect_eq(r.result[0], 0, "%s: %d (%s) %s", r.names[0], r.result[0],
+	             sstf_strerror(r.result[0]), r.detail[0]);
+	size_t good[] = { idx[0] };
+	expect_dest_is(dest, good, 1);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 2, 1);
+	rec_fini(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* (f) nested names                                                          */
+
+Test(fetch, nested_names_create_directories, .init = fixture_init, .fini = fixture_fini)
+{
+	size_t idx[4];
+	for (size_t k = 0; k < 4; k++) {
+		idx[k] = NESTED_FIRST + k;
+		cr_assert_str_eq(ds.files[idx[k]].name, nested_names[k]);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		/* pass 0 over http, pass 1 over file:// into a fresh dir */
+		char *base = pass ? ds_strfmt("file://%s", ds.dir) : strdup(org->base_url);
+		struct sstf_file *files = pick(idx, 4, base, DS_DIGEST_MIXED);
+		free(base);
+		if (pass)
+			cr_assert_eq(ds_empty_dir(dest), 0);
+		sstf_engine *eng = engine_new(pass);
+		struct rec r;
+		int res = run_batch(eng, dest, files, 4, &r);
+		cr_expect_eq(res, 0, "pass %d: %d (%s) %s", pass, res, sstf_strerror(res),
+		             r.detail[0]);
+		expect_dest_is(dest, idx, 4);
+		expect_no_temps(dest);
+		engine_free_checked(eng);
+		ds_batch_free(files, 4, 1);
+		rec_fini(&r);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* (g) replacing existing files                                             */
+
+Test(fetch, existing_file_replaced_by_verified_one, .init = fixture_init, .fini = fixture_fini)
+{
+	size_t idx[] = { idx_of_size(MIB + 7), idx_of_size(65536), NESTED_FIRST };
+	/* Same size, other bytes (the "size matches, trust it" trap); a longer
+	 * file; and a nested one whose dirs already exist. */
+	uint64_t sizes[] = { MIB + 7, 3 * MIB, ds.files[NESTED_FIRST].size };
+	for (size_t k = 0; k < 3; k++) {
+		char *p = ds_strfmt("%s/%s", dest, ds.files[idx[k]].name);
+		char *dir = strdup(p);
+		*strrchr(dir, '/') = '\0';
+		cr_assert_eq(ds_mkdirs(dir), 0);
+		cr_assert_eq(ds_write_random(p, sizes[k], 999 + k), 0);
+		cr_assert_eq(ds_files_equal(p, ds.files[idx[k]].path), 0, "setup: already equal");
+		free(p);
+		free(dir);
+	}
+	struct sstf_file *files = pick(idx, 3, org->base_url, DS_DIGEST_MIXED);
+	files[0].digest_kind = SSTF_DIGEST_XXH3; /* index 0 would be NONE */
+	cr_assert_eq(ds_set_str(&files[0].digest_hex, ds.files[idx[0]].xxh3), 0);
+	sstf_engine *eng = engine_new(1);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 3, &r);
+	cr_expect_eq(res, 0, "%d (%s)", res, sstf_strerror(res));
+	expect_dest_is(dest, idx, 3);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 3, 1);
+	rec_fini(&r);
+}
+
+Test(fetch, existing_file_kept_when_fetch_fails, .init = fixture_init, .fini = fixture_fini)
+{
+	/* "Replaced only by a verified one": a failing fetch leaves the old
+	 * file as it was. */
+	size_t idx[] = { idx_of_size(MIB), idx_of_size(262143), idx_of_size(4096) };
+	char *old[3];
+	char *keep[3];
+	for (size_t k = 0; k < 3; k++) {
+		old[k] = ds_strfmt("%s/%s", dest, ds.files[idx[k]].name);
+		keep[k] = ds_strfmt("%s/keep-%zu", work, k);
+		cr_assert_eq(ds_write_random(old[k], 12345, 77 + k), 0);
+		cr_assert_eq(ds_write_random(keep[k], 12345, 77 + k), 0);
+	}
+	struct sstf_file *files = pick(idx, 3, org->base_url, SSTF_DIGEST_XXH3);
+	flip_digit(&files[0]);
+	files[1].size += 1;
+	char *missing = ds_strfmt("%s/missing.sst", org->base_url);
+	cr_assert_eq(ds_set_str(&files[2].url, missing), 0);
+	free(missing);
+
+	sstf_engine *eng = engine_new(1);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 3, &r);
+	cr_expect_lt(res, 0);
+	cr_expect_eq(r.result[0], -SSTF_ECHECKSUM, "%d", r.result[0]);
+	cr_expect_eq(r.result[1], -SSTF_ESIZE, "%d", r.result[1]);
+	cr_expect_eq(r.result[2], -SSTF_EHTTP, "%d", r.result[2]);
+	for (size_t k = 0; k < 3; k++) {
+		cr_expect_eq(ds_files_equal(old[k], keep[k]), 1,
+		             "%s: the old file was changed by a failed fetch", ds.files[idx[k]].name);
+		free(old[k]);
+		free(keep[k]);
+	}
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 3, 1);
+	rec_fini(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Submitted metadata is the engine's own copy                               */
+
+Test(fetch, batch_memory_poisoned_right_after_submit, .init = fixture_init, .fini = fixture_fini)
+{
+	sstf_engine *eng = engine_new(1);
+	struct sstf_file *files = ds_batch_new(&ds, org->base_url, DS_DIGEST_MIXED);
+	cr_assert_not_null(files);
+	struct rec r;
+	rec_init(&r, files, ds.n);
+	char *dir = strdup(dest);
+	struct sstf_batch b = {
+		.dest_dir = dir, .files = files, .nfiles = ds.n,
+		.on_file_done = on_file, .on_batch_done = on_batch, .on_progress = on_prog,
+		.user = &r,
+	};
+	uint64_t gen = 0;
+	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
+	/* The caller may free everything once submit returns. */
+	ds_batch_free(files, ds.n, 1);
+	memset(dir, 0xA5, strlen(dir));
+	free(dir);
+	memset(&b, 0xA5, sizeof(b));
+	int res = sstf_wait(eng, gen, WAIT_MS);
+	cr_expect_eq(res, 0, "%d (%s)", res, sstf_strerror(res));
+	pthread_mutex_lock(&r.mu);
+	cr_expect_eq(r.bad_name, 0, "a file-done name was not the submitted one");
+	for (size_t i = 0; i < ds.n; i++)
+		cr_expect_eq(r.result[i], 0, "%s: %s", r.names[i], r.detail[i] ? r.detail[i] : "");
+	pthread_mutex_unlock(&r.mu);
+	expect_dest_is(dest, NULL, ds.n);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	rec_fini(&r);
+}
