@@ -49,7 +49,7 @@ for step in "${steps[@]}"; do
 	tsan)
 		CC=clang setup build-tsan -Dwerror=true -Dtests=enabled \
 			-Db_sanitize=thread -Db_lundef=false
-		TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$repo/tests/tsan.supp" \
+		TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
 			run tsan build-tsan
 		;;
 	*)
