@@ -21,6 +21,7 @@
 #include "support/sanitizers.h"
 
 #define KIB 1024ull
+#define MIB (1024ull * KIB)
 #define WAIT_MS 120000
 
 /* ------------------------------------------------------------------------ */
@@ -312,6 +313,62 @@ Test(api, allocator_hooks_see_every_allocation_and_get_all_back,
 	pthread_mutex_unlock(&tr.mu);
 	cr_expect_eq(ds_count_temps(dest, NULL, 0), 0);
 	cr_expect_eq(sanitizer_leak_check(), 0, "LeakSanitizer: leaks (report above)");
+}
+
+/*
+ * Invariant 6: nothing the engine allocates grows with file size, and the hot
+ * path does no allocation per chunk. The same 16 names fetched once at about
+ * 100 KiB each and once at 4 MiB each (40x the bytes, 64x the 64 KiB
+ * buffers) must cost exactly the same number of allocations.
+ */
+static long allocs_for_one_gen(sstf_engine *eng, const struct dataset *d, const char *src)
+{
+	pthread_mutex_lock(&tr.mu);
+	long before = tr.allocs + tr.aligned_allocs;
+	pthread_mutex_unlock(&tr.mu);
+	struct sstf_file *files = ds_batch_new(d, src, SSTF_DIGEST_XXH3);
+	cr_assert_not_null(files);
+	struct sstf_batch b = { .dest_dir = dest, .files = files, .nfiles = d->n };
+	uint64_t gen = 0;
+	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
+	ds_batch_free(files, d->n, 1);
+	int res = sstf_wait(eng, gen, WAIT_MS);
+	cr_assert_eq(res, 0, "%s", sstf_strerror(res));
+	pthread_mutex_lock(&tr.mu);
+	long after = tr.allocs + tr.aligned_allocs;
+	pthread_mutex_unlock(&tr.mu);
+	cr_assert_eq(ds_empty_dir(dest), 0);
+	return after - before;
+}
+
+Test(api, allocations_do_not_grow_with_file_size, .init = data_init, .fini = data_fini)
+{
+	pthread_mutex_init(&tr.mu, NULL);
+	uint64_t sizes[16];
+	for (size_t i = 0; i < 16; i++)
+		sizes[i] = 4 * MIB + i * 4099;
+	struct dataset big;
+	cr_assert_eq(ds_create(&big, "api-big", 16, NULL, sizes, 43), 0);
+	char *big_base = ds_strfmt("file://%s", big.dir);
+
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.buf_size = 64 * KIB;
+	cfg.max_transfers = 4;
+	cfg.mem_limit = 8 * 64 * KIB;
+	cfg.fsync = SSTF_OFF;
+	cfg.allocator = &hooks;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	long small_allocs = allocs_for_one_gen(eng, &ds, base);
+	long big_allocs = allocs_for_one_gen(eng, &big, big_base);
+	cr_assert_gt(small_allocs, 0, "a generation allocated nothing through the hooks?");
+	cr_assert_eq(small_allocs, big_allocs,
+	             "%ld allocations for 1.6 MiB, %ld for 64 MiB of the same names",
+	             small_allocs, big_allocs);
+	sstf_engine_free(eng);
+	ds_destroy(&big);
+	free(big_base);
 }
 
 /* ------------------------------------------------------------------------ */
