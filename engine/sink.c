@@ -157,28 +157,27 @@ void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
 	sstf__hasher_reset(&x->hasher, x->file->kind);
 	g->active++;
 
+	/* A failure here ends the file at once: no source was started. */
 	int ret = open_parent(g, x->file);
-	if (ret < 0) {
+	if (ret < 0)
 		fail(x, ret, "cannot create or open directory '%s'", x->file->parent);
-		x->source_done = true;
-		sstf__xfer_step(e, x);
-		return;
+	else
+		x->pdirfd = ret;
+	if (!x->err) {
+		ret = open_tmp(e, x);
+		if (ret < 0)
+			fail(x, ret, "cannot create temporary file in '%s'", x->file->parent);
+		else
+			x->fd = ret;
 	}
-	x->pdirfd = ret;
-	ret = open_tmp(e, x);
-	if (ret < 0) {
-		fail(x, ret, "cannot create temporary file in '%s'", x->file->parent);
-		x->source_done = true;
-		sstf__xfer_step(e, x);
-		return;
+	if (!x->err) {
+		ret = x->file->src == SSTF__SRC_HTTP ? sstf__http_start(e, x)
+		                                     : sstf__filesrc_start(e, x);
+		if (ret < 0)
+			fail(x, ret, NULL);
 	}
-	x->fd = ret;
-	ret = x->file->src == SSTF__SRC_HTTP ? sstf__http_start(e, x)
-	                                     : sstf__filesrc_start(e, x);
-	if (ret < 0) {
-		fail(x, ret, NULL);
+	if (x->err)
 		x->source_done = !x->curl_attached && !x->reading;
-	}
 	sstf__xfer_step(e, x);
 }
 
