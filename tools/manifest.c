@@ -1,21 +1,20 @@
 /*
- * manifest.c - load and validate a JSON manifest into a batch's file array.
+ * manifest.c - load a JSON manifest into a batch's file array.
  *
- * Everything a fetch needs from the manifest is checked here, before the
- * engine sees it, so that the tool can refuse a bad manifest with exit 2 and
- * a message naming the entry. The engine checks names again at submit; the
- * two rule sets must stay the same (engine/names.c).
+ * This file checks what only the JSON can tell: types, a NUL hidden inside
+ * a string (invisible once it is a C string), digests of the right length,
+ * which digest a verify mode needs, and file_total_size. The rules for the
+ * entries themselves (names, URL schemes, sizes, duplicates) belong to the
+ * engine alone: the tool runs sstf_check_batch() on the result, the same
+ * code sstf_submit() runs, so that the two can never disagree.
  */
 #include "manifest.h"
 
-#include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <jansson.h>
 
@@ -108,41 +107,6 @@ static void fail_entry(struct loader *ld, size_t i, json_t *jname,
 	}
 }
 
-/*
- * The engine's name rules (engine/names.c), restated so that the tool can
- * refuse a manifest before creating an engine. Returns NULL when the name is
- * acceptable, else the reason.
- */
-static const char *name_problem(const char *name, size_t len)
-{
-	if (strnlen(name, len) != len)
-		return "name contains a NUL byte";
-	if (len == 0)
-		return "empty name";
-	if (len > PATH_MAX - 1)
-		return "name longer than PATH_MAX - 1 bytes";
-	if (name[0] == '/')
-		return "absolute path; names must be relative to the destination";
-
-	const char *p = name;
-	const char *end = name + len;
-	for (;;) {
-		const char *slash = memchr(p, '/', (size_t)(end - p));
-		size_t clen = slash ? (size_t)(slash - p) : (size_t)(end - p);
-		if (clen == 0)
-			return "empty path component ('//' or trailing '/')";
-		if (clen > NAME_MAX)
-			return "path component longer than NAME_MAX bytes";
-		if (clen == 2 && p[0] == '.' && p[1] == '.')
-			return "'..' component; names may not leave the destination";
-		if (clen == 1 && p[0] == '.')
-			return "'.' component";
-		if (!slash)
-			return NULL;
-		p = slash + 1;
-	}
-}
-
 static int is_hex(char c)
 {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
@@ -184,16 +148,6 @@ static int check_digest(struct loader *ld, size_t i, json_t *entry,
 		}
 	}
 	*present = 1;
-	return 0;
-}
-
-static int has_scheme(const char *url)
-{
-	static const char *const schemes[] = {"http://", "https://", "file://"};
-	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-		if (strncasecmp(url, schemes[i], strlen(schemes[i])) == 0)
-			return 1;
-	}
 	return 0;
 }
 
@@ -245,15 +199,15 @@ size_t manifest_join_url(const char *base_url, const char *name, char *out,
 struct entry_plan {
 	json_t *name;
 	json_t *url;    /* the entry's own "url", or NULL */
-	json_t *digest; /* the chosen digest string */
+	json_t *digest; /* the chosen digest string; NULL for verify=none */
 	enum sstf_digest_kind kind;
 	size_t url_len; /* excluding the NUL */
 };
 
 /* Validates entry i; fills *plan and adds its size to *sum. */
 static int check_entry(struct loader *ld, size_t i, json_t *entry,
-                       const char *base_url, struct entry_plan *plan,
-                       uint64_t *sum)
+                       const char *base_url, enum manifest_verify verify,
+                       struct entry_plan *plan, uint64_t *sum)
 {
 	if (!json_is_object(entry)) {
 		fail(ld, "files[%zu]: must be an object", i);
@@ -269,10 +223,9 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 		fail_entry(ld, i, NULL, "\"name\" must be a string");
 		return -1;
 	}
-	const char *why =
-		name_problem(json_string_value(jname), json_string_length(jname));
-	if (why) {
-		fail_entry(ld, i, jname, "%s", why);
+	/* A "\u0000" would silently cut the name short as a C string. */
+	if (strlen(json_string_value(jname)) != json_string_length(jname)) {
+		fail_entry(ld, i, jname, "name contains a NUL byte");
 		return -1;
 	}
 
@@ -296,14 +249,37 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 	if (check_digest(ld, i, entry, jname, "xxh3", 16, &have3) ||
 	    check_digest(ld, i, entry, jname, "xxh128", 32, &have128))
 		return -1;
-	if (!have3 && !have128) {
-		fail_entry(ld, i, jname,
-		           "no digest; give \"xxh3\" (16 hex) or \"xxh128\" (32 hex)");
-		return -1;
+	switch (verify) {
+	case MANIFEST_VERIFY_AUTO:
+		if (!have3 && !have128) {
+			fail_entry(ld, i, jname,
+			           "no digest; give \"xxh3\" (16 hex) or \"xxh128\" "
+			           "(32 hex), or fetch with verify=none");
+			return -1;
+		}
+		/* xxh3 wins when both are there: see manifest.h. */
+		plan->kind = have3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
+		break;
+	case MANIFEST_VERIFY_XXH3:
+	case MANIFEST_VERIFY_XXH128: {
+		int want3 = verify == MANIFEST_VERIFY_XXH3;
+		if (want3 ? !have3 : !have128) {
+			fail_entry(ld, i, jname,
+			           "no \"%s\" digest, which verify=%s needs for every "
+			           "entry",
+			           want3 ? "xxh3" : "xxh128", want3 ? "xxh3" : "xxh128");
+			return -1;
+		}
+		plan->kind = want3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
+		break;
 	}
-	/* xxh3 wins when both are there: see manifest.h. */
-	plan->kind = have3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
-	plan->digest = json_object_get(entry, have3 ? "xxh3" : "xxh128");
+	case MANIFEST_VERIFY_NONE:
+		plan->kind = SSTF_DIGEST_NONE;
+		break;
+	}
+	plan->digest = plan->kind == SSTF_DIGEST_NONE
+		? NULL
+		: json_object_get(entry, plan->kind == SSTF_DIGEST_XXH3 ? "xxh3" : "xxh128");
 	plan->name = jname;
 
 	json_t *jurl = json_object_get(entry, "url");
@@ -315,11 +291,6 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 			           "\"url\" must be a string without NUL bytes");
 			return -1;
 		}
-		if (!has_scheme(json_string_value(jurl))) {
-			fail_entry(ld, i, jname,
-			           "\"url\" must start with http://, https:// or file://");
-			return -1;
-		}
 		plan->url = jurl;
 		plan->url_len = json_string_length(jurl);
 	} else {
@@ -327,47 +298,6 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 			manifest_join_url(base_url, json_string_value(jname), NULL, 0);
 	}
 	return 0;
-}
-
-static int cmp_by_name(const void *a, const void *b)
-{
-	const struct sstf_file *const *fa = a;
-	const struct sstf_file *const *fb = b;
-	int c = strcmp((*fa)->name, (*fb)->name);
-	if (c)
-		return c;
-	/* Same name: keep manifest order so the message names the first. */
-	return (*fa < *fb) ? -1 : (*fa > *fb);
-}
-
-/* The engine refuses duplicate names too; finding them here names both. */
-static int check_unique(struct loader *ld, const struct manifest *m)
-{
-	if (m->nfiles < 2)
-		return 0;
-	const struct sstf_file **order = malloc(m->nfiles * sizeof(*order));
-	if (!order) {
-		fail(ld, "out of memory");
-		return -1;
-	}
-	for (size_t i = 0; i < m->nfiles; i++)
-		order[i] = &m->files[i];
-	qsort(order, m->nfiles, sizeof(*order), cmp_by_name);
-
-	int rc = 0;
-	for (size_t i = 1; i < m->nfiles; i++) {
-		if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
-			char q[QUOTE_MAX * 4 + 8];
-			quote(order[i]->name, strlen(order[i]->name), q, sizeof(q));
-			fail(ld, "files[%zu] (\"%s\"): duplicate name (same as files[%zu])",
-			     (size_t)(order[i] - m->files), q,
-			     (size_t)(order[i - 1] - m->files));
-			rc = -1;
-			break;
-		}
-	}
-	free(order);
-	return rc;
 }
 
 /* Appends len bytes and a NUL at *cursor; returns where they start. */
@@ -381,7 +311,8 @@ static char *stash(char **cursor, const char *s, size_t len)
 }
 
 int manifest_load(const char *path, const char *base_url,
-                  struct manifest **out, char *err, size_t errlen)
+                  enum manifest_verify verify, struct manifest **out, char *err,
+                  size_t errlen)
 {
 	struct loader ld = {.path = path, .err = err, .errlen = errlen};
 	struct manifest *m = NULL;
@@ -391,7 +322,7 @@ int manifest_load(const char *path, const char *base_url,
 	if (err && errlen)
 		err[0] = '\0';
 
-	/* ALLOW_NUL lets a "\u0000" inside a name reach name_problem(), which
+	/* ALLOW_NUL lets a "\u0000" inside a name reach check_entry(), which
 	 * names the entry, rather than failing the whole parse. */
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
 	                              &jerr);
@@ -426,10 +357,11 @@ int manifest_load(const char *path, const char *base_url,
 	size_t strbytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct entry_plan *p = &plans[i];
-		if (check_entry(&ld, i, json_array_get(files, i), base_url, p, &sum))
+		if (check_entry(&ld, i, json_array_get(files, i), base_url, verify, p,
+		                &sum))
 			goto fail;
 		size_t need = json_string_length(p->name) + 1 + p->url_len + 1 +
-		              json_string_length(p->digest) + 1;
+		              (p->digest ? json_string_length(p->digest) : 0) + 1;
 		if (p->url_len > SIZE_MAX / 2 || strbytes > SIZE_MAX - need) {
 			fail(&ld, "files[%zu]: manifest too large", i);
 			goto fail;
@@ -478,12 +410,11 @@ int manifest_load(const char *path, const char *base_url,
 		}
 		f->size = (uint64_t)json_integer_value(json_object_get(entry, "size"));
 		f->digest_kind = p->kind;
-		f->digest_hex = stash(&cursor, json_string_value(p->digest),
-		                      json_string_length(p->digest));
+		f->digest_hex = p->digest
+			? stash(&cursor, json_string_value(p->digest),
+			        json_string_length(p->digest))
+			: stash(&cursor, "", 0);
 	}
-
-	if (check_unique(&ld, m))
-		goto fail;
 
 	free(plans);
 	json_decref(root);

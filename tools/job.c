@@ -1,0 +1,625 @@
+/*
+ * job.c - run one job on an engine of its own.
+ *
+ * Threads. The engine's callbacks run on its loop thread; they only record
+ * into a struct tracker, under its lock, and signal its condition variable.
+ * The main thread waits on that variable (100 ms at most, to notice SIGINT
+ * and redraw the status line), and it alone calls sstf_cancel() and
+ * sstf_submit(). It never holds the tracker's lock while calling into the
+ * engine: sstf_cancel() waits for on_batch_done, which takes that lock.
+ */
+#include "job.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sstfetch.h"
+#include "util.h"
+
+volatile sig_atomic_t job_interrupted;
+
+/* How often the main thread looks at SIGINT, and redraws the status. */
+#define WAKE_MS 100
+#define STATUS_MS 500
+/* Progress callbacks only serve cancel_at; often enough that a small job
+ * cannot finish between crossing the mark and the main thread's cancel. */
+#define CANCEL_PROGRESS_MS 5
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Status line                                                              */
+
+void status_draw(struct status *st, uint64_t bytes_now, uint64_t open_files)
+{
+	if (!st->enabled)
+		return;
+	double t = now_s();
+	uint64_t done = st->bytes_done + bytes_now;
+	double dt = t - st->last_t;
+	double rate = dt > 0 && done >= st->last_bytes
+		? (double)(done - st->last_bytes) / dt
+		: 0;
+	st->last_t = t;
+	st->last_bytes = done;
+
+	/* Run-length states, as fio prints them: [_(1),W(1),P(2)]. */
+	char states[256];
+	size_t n = 0;
+	size_t running = 0;
+	for (size_t i = 0; i < st->njobs && n + 32 < sizeof(states);) {
+		size_t k = i;
+		while (k < st->njobs && st->states[k] == st->states[i])
+			k++;
+		n += (size_t)snprintf(states + n, sizeof(states) - n, "%s%c(%zu)",
+		                      n ? "," : "", st->states[i], k - i);
+		if (st->states[i] == 'W')
+			running += k - i;
+		i = k;
+	}
+
+	double pct = st->bytes_total
+		? 100.0 * (double)done / (double)st->bytes_total
+		: 100.0;
+	if (pct > 100)
+		pct = 100;
+	double elapsed = t - st->t0;
+	double avg = elapsed > 0 ? (double)done / elapsed : 0;
+	uint64_t eta = avg > 0 && st->bytes_total > done
+		? (uint64_t)((double)(st->bytes_total - done) / avg + 0.5)
+		: 0;
+	char r[32];
+	report_human(rate, 1, "B/s", r, sizeof(r));
+	fprintf(stderr,
+	        "%sJobs: %zu (f=%" PRIu64 "): [%s][%.1f%%][w=%s][eta %02" PRIu64
+	        "m:%02" PRIu64 "s]%s",
+	        st->tty ? "\r" : "", running, open_files, states, pct, r, eta / 60,
+	        eta % 60, st->tty ? "\033[K" : "\n");
+	fflush(stderr);
+	st->drawn = st->tty;
+}
+
+void status_clear(struct status *st)
+{
+	if (st->drawn) {
+		fprintf(stderr, "\r\033[K");
+		fflush(stderr);
+		st->drawn = 0;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* What the callbacks record                                                */
+
+struct outcome {
+	int done;
+	int result;
+	char *detail; /* malloc'd copy, only for failures with a detail */
+};
+
+struct samples {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+struct tracker {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+
+	/* The current generation. */
+	struct outcome *files;
+	size_t nfiles;
+	int ended;
+	uint64_t cancel_bytes; /* nonzero: raise cancel_due at this many */
+	int cancel_due;
+
+	/* Every generation of the job. */
+	struct samples clat, ttfb;
+	uint64_t verify_bytes, verify_errors;
+	int oom;
+};
+
+static int push(struct samples *s, uint64_t v)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		uint64_t *nv = realloc(s->v, cap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		s->v = nv;
+		s->cap = cap;
+	}
+	s->v[s->n++] = v;
+	return 0;
+}
+
+static void on_file_done(void *user, uint64_t gen,
+                         const struct sstf_file_result *res)
+{
+	struct tracker *tr = user;
+	char *detail = NULL;
+
+	/* Copy outside the lock; malloc does not wait on anything of ours. */
+	if (res->result != 0 && res->detail && res->detail[0])
+		detail = strdup(res->detail);
+
+	pthread_mutex_lock(&tr->lock);
+	if (res->index < tr->nfiles && !tr->files[res->index].done) {
+		struct outcome *o = &tr->files[res->index];
+		o->done = 1;
+		o->result = res->result;
+		o->detail = detail;
+		detail = NULL;
+	}
+	if (res->result == 0) {
+		tr->verify_bytes += res->bytes;
+		if (push(&tr->clat, res->fetch_ns) || push(&tr->ttfb, res->ttfb_ns))
+			tr->oom = 1;
+	} else if (res->result == -SSTF_ECHECKSUM || res->result == -SSTF_ESIZE) {
+		tr->verify_errors++;
+	}
+	pthread_mutex_unlock(&tr->lock);
+	free(detail);
+}
+
+static void on_progress(void *user, uint64_t gen, const struct sstf_progress *p)
+{
+	struct tracker *tr = user;
+
+	pthread_mutex_lock(&tr->lock);
+	if (tr->cancel_bytes && !tr->cancel_due && p->bytes_done >= tr->cancel_bytes) {
+		tr->cancel_due = 1;
+		pthread_cond_signal(&tr->cond);
+	}
+	pthread_mutex_unlock(&tr->lock);
+}
+
+static void on_batch_done(void *user, uint64_t gen, int result)
+{
+	struct tracker *tr = user;
+
+	pthread_mutex_lock(&tr->lock);
+	tr->ended = 1;
+	pthread_cond_signal(&tr->cond);
+	pthread_mutex_unlock(&tr->lock);
+}
+
+/* Forgets the last generation's outcomes before a new one is submitted:
+ * its callbacks may run before sstf_submit() returns. */
+static void tracker_reset(struct tracker *tr, uint64_t cancel_bytes)
+{
+	pthread_mutex_lock(&tr->lock);
+	for (size_t i = 0; i < tr->nfiles; i++) {
+		free(tr->files[i].detail);
+		memset(&tr->files[i], 0, sizeof(tr->files[i]));
+	}
+	tr->ended = 0;
+	tr->cancel_due = 0;
+	tr->cancel_bytes = cancel_bytes;
+	pthread_mutex_unlock(&tr->lock);
+}
+
+enum { EV_TIMEOUT = 0, EV_ENDED = 1, EV_CANCEL_DUE = 2 };
+
+/* Waits up to WAKE_MS for the generation to end or to reach cancel_at. */
+static int tracker_wait(struct tracker *tr)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_nsec += WAKE_MS * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&tr->lock);
+	while (!tr->ended && !tr->cancel_due && !job_interrupted) {
+		if (pthread_cond_timedwait(&tr->cond, &tr->lock, &dl) == ETIMEDOUT)
+			break;
+	}
+	int ev = (tr->ended ? EV_ENDED : 0) | (tr->cancel_due ? EV_CANCEL_DUE : 0);
+	pthread_mutex_unlock(&tr->lock);
+	return ev;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Destination                                                              */
+
+/* Creates dest. Returns 0, or a negative errno after printing it. */
+static int make_dest(const struct job_opts *o)
+{
+	char failed[PATH_MAX];
+	int rc = mkdir_p(o->dest, failed, sizeof(failed));
+	if (rc)
+		fprintf(stderr, PROG ": %s: dest: cannot create '%s': %s\n", o->name,
+		        failed, strerror(-rc));
+	return rc;
+}
+
+/* Longest first, so that a directory comes before its parent; equal
+ * names end up next to each other. */
+static int cmp_len_desc(const void *a, const void *b)
+{
+	const char *p = *(char *const *)a, *q = *(char *const *)b;
+	size_t x = strlen(p), y = strlen(q);
+	if (x != y)
+		return (x < y) - (x > y);
+	return strcmp(p, q);
+}
+
+/*
+ * A fresh destination for the next loop: removes every file the manifest
+ * names, then the directories the names run through, deepest first, where
+ * they are empty. Nothing else in dest is touched, so that a mistyped
+ * --dest costs a refetch, never someone's data. Returns 0 or a negative
+ * errno after printing it.
+ */
+static int clear_dest(const struct job *job)
+{
+	const struct manifest *m = job->m;
+	int dfd = open(job->o.dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		int err = errno;
+		fprintf(stderr, PROG ": %s: cannot open dest '%s': %s\n", job->o.name,
+		        job->o.dest, strerror(err));
+		return -err;
+	}
+	int rc = 0;
+	char **dirs = NULL;
+	size_t ndirs = 0;
+	for (size_t i = 0; i < m->nfiles && !rc; i++) {
+		const char *name = m->files[i].name;
+		if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT) {
+			rc = -errno;
+			fprintf(stderr, PROG ": %s: cannot remove '%s/%s': %s\n",
+			        job->o.name, job->o.dest, name, strerror(-rc));
+			break;
+		}
+		/* Every parent of name: "a/b/c" gives "a/b" and "a". */
+		for (const char *s = strrchr(name, '/'); s && s > name;) {
+			char *d = strndup(name, (size_t)(s - name));
+			char **nd = d ? realloc(dirs, (ndirs + 1) * sizeof(*nd)) : NULL;
+			if (!nd) {
+				free(d);
+				rc = -ENOMEM;
+				break;
+			}
+			dirs = nd;
+			dirs[ndirs++] = d;
+			const char *prev = s;
+			s = NULL;
+			for (const char *q = name; q < prev; q++) {
+				if (*q == '/')
+					s = q;
+			}
+		}
+	}
+	if (ndirs) {
+		qsort(dirs, ndirs, sizeof(*dirs), cmp_len_desc);
+		for (size_t i = 0; i < ndirs; i++) {
+			/* Failure is fine: not empty (someone else's files
+			 * are in it) or already gone. */
+			if (!rc && (i == 0 || strcmp(dirs[i], dirs[i - 1]) != 0))
+				unlinkat(dfd, dirs[i], AT_REMOVEDIR);
+		}
+		for (size_t i = 0; i < ndirs; i++)
+			free(dirs[i]);
+	}
+	free(dirs);
+	close(dfd);
+	if (rc == -ENOMEM)
+		fprintf(stderr, PROG ": out of memory\n");
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The job                                                                  */
+
+static void add_failure(struct job_report *rep, const char *name, int error,
+                        const char *detail, int skipped)
+{
+	if (rep->nfailures == REPORT_MAX_FAILURES) {
+		rep->failures_unlisted++;
+		return;
+	}
+	struct failure *f = &rep->failures[rep->nfailures];
+	f->name = strdup(name);
+	f->error = error;
+	f->detail = detail ? strdup(detail) : NULL;
+	f->skipped = skipped;
+	if (f->name)
+		rep->nfailures++;
+	else
+		free(f->detail);
+}
+
+/* Counts the last generation's files of one loop into the report. */
+static void tally(struct tracker *tr, const struct manifest *m,
+                  struct job_report *rep)
+{
+	pthread_mutex_lock(&tr->lock);
+	for (size_t i = 0; i < m->nfiles; i++) {
+		const struct outcome *o = &tr->files[i];
+		if (o->done && o->result == 0) {
+			rep->files_ok++;
+		} else if (o->done) {
+			rep->files_failed++;
+			add_failure(rep, m->files[i].name, o->result, o->detail, 0);
+		} else {
+			rep->files_skipped++;
+			add_failure(rep, m->files[i].name, -ECANCELED, "not finished", 1);
+		}
+	}
+	pthread_mutex_unlock(&tr->lock);
+	rep->files_total += m->nfiles;
+}
+
+static double tv_s(struct timeval tv)
+{
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* Adds the resource use between *a and now to the report. */
+static void add_rusage(const struct rusage *a, struct job_report *rep)
+{
+	struct rusage b;
+	getrusage(RUSAGE_SELF, &b);
+	rep->usr_s += tv_s(b.ru_utime) - tv_s(a->ru_utime);
+	rep->sys_s += tv_s(b.ru_stime) - tv_s(a->ru_stime);
+	rep->ctx += (b.ru_nvcsw - a->ru_nvcsw) + (b.ru_nivcsw - a->ru_nivcsw);
+	rep->majf += b.ru_majflt - a->ru_majflt;
+	rep->minf += b.ru_minflt - a->ru_minflt;
+}
+
+static struct sstf_config engine_config(const struct job_opts *o)
+{
+	struct sstf_config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_transfers = (unsigned)o->parallel;
+	cfg.ring_depth = (unsigned)o->iodepth;
+	cfg.buf_size = (size_t)o->bs;
+	cfg.mem_limit = (size_t)o->mem; /* 0: the engine's default */
+	cfg.direct_io = (enum sstf_switch)o->direct;
+	cfg.fsync = (enum sstf_switch)o->fsync;
+	/* The tool's 0 means none; the engine's 0 means its default. */
+	cfg.max_retries = o->retries ? (int)o->retries : -1;
+	if (o->cancel_at)
+		cfg.progress_interval_ms = CANCEL_PROGRESS_MS;
+	return cfg;
+}
+
+/* What one loop needs besides the job. */
+struct loop_ctx {
+	const struct job *job;
+	sstf_engine *engine;
+	struct tracker *tr;
+	struct sstf_batch batch;
+	struct status *st;
+	struct job_report *rep;
+};
+
+/* Bytes the (ended) generation wrote and hashed. */
+static uint64_t gen_bytes(sstf_engine *e, uint64_t gen)
+{
+	struct sstf_progress p;
+	return sstf_progress(e, gen, &p) == 0 ? p.bytes_done : 0;
+}
+
+static int submit(struct loop_ctx *c, uint64_t cancel_bytes, uint64_t *gen)
+{
+	char errbuf[512] = "";
+	c->batch.errbuf = errbuf;
+	c->batch.errbuf_len = sizeof(errbuf);
+	tracker_reset(c->tr, cancel_bytes);
+	int rc = sstf_submit(c->engine, &c->batch, gen);
+	c->batch.errbuf = NULL;
+	if (rc)
+		fprintf(stderr, PROG ": %s: submit failed: %s%s%s\n", c->job->o.name,
+		        sstf_strerror(rc), errbuf[0] ? ": " : "", errbuf);
+	return rc;
+}
+
+/* Redraws the status line from the running generation. */
+static void draw(struct loop_ctx *c, uint64_t gen)
+{
+	struct sstf_progress p;
+	if (!c->st->enabled || sstf_progress(c->engine, gen, &p) != 0)
+		return;
+	uint64_t open = p.files_total - p.files_done - p.files_failed;
+	if (open > c->job->o.parallel)
+		open = c->job->o.parallel;
+	status_draw(c->st, p.bytes_done, open);
+}
+
+/*
+ * One loop: a generation, and with cancel_at a second one after cancelling
+ * the first. Returns the last generation's result (0, -ECANCELED when
+ * interrupted, or the first file error), or a submit error.
+ */
+static int run_loop(struct loop_ctx *c)
+{
+	const struct job_opts *o = &c->job->o;
+	uint64_t total = c->job->m->total_size;
+	/* At least one byte, so that 1% of a tiny set still fires. */
+	uint64_t mark = o->cancel_at ? total / 100 * o->cancel_at +
+	                                       total % 100 * o->cancel_at / 100
+	                             : 0;
+	if (o->cancel_at && mark == 0)
+		mark = 1;
+	uint64_t gen;
+	int rc = submit(c, o->cancel_at ? mark : 0, &gen);
+	if (rc)
+		return rc;
+
+	double next_draw = now_s() + STATUS_MS / 1e3;
+	for (;;) {
+		int ev = tracker_wait(c->tr);
+		if (job_interrupted) {
+			sstf_cancel(c->engine, gen); /* blocks until it is clean */
+			c->rep->interrupted = 1;
+			ev = EV_ENDED;
+		}
+		if (ev & EV_ENDED) {
+			rc = sstf_wait(c->engine, gen, -1);
+			c->rep->io_bytes += gen_bytes(c->engine, gen);
+			c->st->bytes_done += gen_bytes(c->engine, gen);
+			return rc;
+		}
+		if (ev & EV_CANCEL_DUE) {
+			/* The replica restart: cancel from this thread, which
+			 * blocks until nothing of the generation is left, then
+			 * start over with the whole set. */
+			sstf_cancel(c->engine, gen);
+			rc = sstf_wait(c->engine, gen, -1);
+			c->rep->io_bytes += gen_bytes(c->engine, gen);
+			if (rc != -ECANCELED) {
+				/* It ended on its own before the cancel landed:
+				 * nothing to restart, and no cancel counted. */
+				c->st->bytes_done += gen_bytes(c->engine, gen);
+				return rc;
+			}
+			rc = submit(c, 0, &gen);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (now_s() >= next_draw) {
+			draw(c, gen);
+			next_draw = now_s() + STATUS_MS / 1e3;
+		}
+	}
+}
+
+void job_run(const struct job *job, size_t index, struct status *st,
+             struct job_report *rep)
+{
+	const struct manifest *m = job->m;
+	struct tracker tr;
+	pthread_condattr_t ca;
+	sstf_engine *engine = NULL;
+	int rc;
+
+	memset(&tr, 0, sizeof(tr));
+	rep->opts = &job->o;
+	status_clear(st); /* messages below must not land on the line */
+	st->states[index] = 'W';
+	pthread_mutex_init(&tr.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&tr.cond, &ca);
+	pthread_condattr_destroy(&ca);
+	tr.nfiles = m->nfiles;
+	tr.files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*tr.files));
+	if (!tr.files) {
+		rc = -ENOMEM;
+		fprintf(stderr, PROG ": out of memory\n");
+		goto cannot_start;
+	}
+	rc = make_dest(&job->o);
+	if (rc)
+		goto cannot_start;
+
+	/* The engine's threads inherit a mask blocking SIGINT and SIGTERM, so
+	 * that only this thread sees them and engine syscalls never get EINTR
+	 * from us. */
+	sigset_t block, old;
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	struct sstf_config cfg = engine_config(&job->o);
+	rc = sstf_engine_new(&cfg, &engine);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		fprintf(stderr, PROG ": %s: cannot start the engine: %s\n",
+		        job->o.name, sstf_strerror(rc));
+		goto cannot_start;
+	}
+
+	struct loop_ctx c = {
+		.job = job,
+		.engine = engine,
+		.tr = &tr,
+		.batch = {
+			.dest_dir = job->o.dest,
+			.files = m->files,
+			.nfiles = m->nfiles,
+			.on_file_done = on_file_done,
+			.on_batch_done = on_batch_done,
+			.on_progress = job->o.cancel_at ? on_progress : NULL,
+			.user = &tr,
+		},
+		.st = st,
+		.rep = rep,
+	};
+	for (uint64_t loop = 0; loop < job->o.loops && !job_interrupted; loop++) {
+		if (loop > 0 && (rc = clear_dest(job)) != 0) {
+			rep->error = rc;
+			break;
+		}
+		struct rusage ru;
+		getrusage(RUSAGE_SELF, &ru);
+		double t0 = now_s();
+		rc = run_loop(&c);
+		rep->runtime_ns += (uint64_t)((now_s() - t0) * 1e9);
+		add_rusage(&ru, rep);
+		rep->loops_done++;
+		tally(&tr, m, rep);
+		if (rc && !rep->error)
+			rep->error = rc;
+	}
+
+	struct sstf_stats stats;
+	sstf_stats(engine, &stats);
+	rep->retries = stats.retries;
+	rep->stale_completions = stats.stale_completions;
+	rep->cancels = stats.cancels;
+	rep->peak_buffers = stats.buffers_peak;
+	rep->buffers_total = stats.buffers_total;
+	rep->buf_size = stats.buf_size;
+	sstf_engine_free(engine);
+	goto out;
+
+cannot_start:
+	rep->error = rc;
+	rep->files_skipped = m->nfiles * job->o.loops;
+	rep->files_total = rep->files_skipped;
+out:
+	if (job_interrupted && !rep->error)
+		rep->error = -ECANCELED;
+	/* Loops never run (interrupted) leave their files skipped. */
+	if (rep->files_total < m->nfiles * job->o.loops) {
+		rep->files_skipped += m->nfiles * job->o.loops - rep->files_total;
+		rep->files_total = m->nfiles * job->o.loops;
+	}
+	if (tr.oom)
+		fprintf(stderr, PROG ": %s: out of memory; latency percentiles "
+		                "are incomplete\n",
+		        job->o.name);
+	lat_summarize(tr.clat.v, tr.clat.n, &rep->clat);
+	lat_summarize(tr.ttfb.v, tr.ttfb.n, &rep->ttfb);
+	rep->verify_bytes = tr.verify_bytes;
+	rep->verify_errors = tr.verify_errors;
+	for (size_t i = 0; tr.files && i < tr.nfiles; i++)
+		free(tr.files[i].detail);
+	free(tr.files);
+	free(tr.clat.v);
+	free(tr.ttfb.v);
+	pthread_cond_destroy(&tr.cond);
+	pthread_mutex_destroy(&tr.lock);
+	st->states[index] = rep->files_ok == rep->files_total ? '_' : 'E';
+}

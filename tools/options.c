@@ -1,0 +1,668 @@
+/*
+ * options.c - the option table, its value parsers, the command-line
+ * parser and --help. See options.h for what the table drives.
+ */
+#include "options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "manifest.h"
+#include "sstfetch.h"
+
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+#define GiB ((uint64_t)1 << 30)
+#define TiB ((uint64_t)1 << 40)
+
+/* The engine keeps at least two buffers per transfer and at most 4095
+ * buffers (sstf_config.mem_limit); 1024 transfers leave room for that at
+ * every buffer size. */
+#define PARALLEL_MAX 1024
+
+static const struct opt_choice verify_choices[] = {
+	{"auto", MANIFEST_VERIFY_AUTO},
+	{"xxh3", MANIFEST_VERIFY_XXH3},
+	{"xxh128", MANIFEST_VERIFY_XXH128},
+	{"none", MANIFEST_VERIFY_NONE},
+	{NULL, 0},
+};
+
+/* "auto" is the engine's SSTF_DEFAULT: O_DIRECT where the filesystem
+ * takes it. 1 makes files fail where it does not. */
+static const struct opt_choice direct_choices[] = {
+	{"auto", SSTF_DEFAULT},
+	{"1", SSTF_ON},
+	{"0", SSTF_OFF},
+	{NULL, 0},
+};
+
+static const struct opt_choice bool_switch_choices[] = {
+	{"1", SSTF_ON},
+	{"0", SSTF_OFF},
+	{NULL, 0},
+};
+
+static const struct opt_choice format_choices[] = {
+	{"normal", FORMAT_NORMAL},
+	{"json", FORMAT_JSON},
+	{"terse", FORMAT_TERSE},
+	{NULL, 0},
+};
+
+static const struct opt_choice eta_choices[] = {
+	{"auto", ETA_AUTO},
+	{"always", ETA_ALWAYS},
+	{"never", ETA_NEVER},
+	{NULL, 0},
+};
+
+#define J(field) OPT_JOB, offsetof(struct job_opts, field)
+#define C(field) OPT_CMDLINE, offsetof(struct cli_opts, field)
+/* Refused options store nothing. */
+#define NOFIELD OPT_JOB, 0
+
+/* Rows in the order --help prints them. */
+const struct opt_def opt_table[] = {
+	{"name", 0, "NAME", OPT_NAME, J(name), NULL,
+	 "a job file's section name; \"" PROG "\" for the one job of a command "
+	 "line without --name",
+	 0, 0, NULL,
+	 "start a job; the job options after it belong to it, those before the "
+	 "first --name are global. A name that a job file also has changes "
+	 "that job instead"},
+	{"manifest", 0, "FILE", OPT_STR, J(manifest), NULL, "none, required",
+	 0, 0, NULL, "JSON manifest listing the files to fetch"},
+	{"source", 0, "BASEURL", OPT_URL, J(source), NULL, "none, required", 0,
+	 0, NULL,
+	 "base URL; each file is fetched from BASEURL/NAME unless its entry has "
+	 "a \"url\""},
+	{"dest", 0, "DIR", OPT_STR, J(dest), NULL, "none, required", 0, 0, NULL,
+	 "destination directory, created if missing"},
+	{"parallel", 0, "N", OPT_UINT, J(parallel), "16", NULL, 1, PARALLEL_MAX,
+	 NULL, "files transferred at once"},
+	{"iodepth", 0, "N", OPT_UINT, J(iodepth), "256", NULL, 8, 32768, NULL,
+	 "io_uring submission queue entries"},
+	{"bs", 0, "SIZE", OPT_SIZE_POW2, J(bs), "1m", NULL, 64 * KiB, 64 * MiB,
+	 NULL, "bytes per I/O buffer: the unit of writes and hashing"},
+	{"mem", 0, "SIZE", OPT_SIZE, J(mem), NULL,
+	 "64m, or 2 x parallel x bs when that is more", 128 * KiB, 256 * GiB,
+	 NULL,
+	 "buffer memory cap; must hold 2 buffers per transfer and at most 4095 "
+	 "buffers"},
+	{"direct", 0, "0|1|auto", OPT_CHOICE, J(direct), "auto", NULL, 0, 0,
+	 direct_choices,
+	 "O_DIRECT writes; auto uses them where the filesystem accepts them, 1 "
+	 "fails files where it does not"},
+	{"fsync", 0, "0|1", OPT_CHOICE, J(fsync), "1", NULL, 0, 0,
+	 bool_switch_choices,
+	 "fdatasync each file before its rename and fsync the directory after"},
+	{"verify", 0, "KIND", OPT_CHOICE, J(verify), "auto", NULL, 0, 0,
+	 verify_choices,
+	 "digest to check: auto takes each entry's xxh3, else its xxh128; xxh3 "
+	 "or xxh128 require that digest in every entry; none checks lengths "
+	 "only"},
+	{"retries", 0, "N", OPT_UINT, J(retries), "3", NULL, 0, 1000, NULL,
+	 "retries per file after a transient failure (connection, timeout, "
+	 "HTTP 408/429/5xx), resuming where the transfer stopped; 0: none"},
+	{"rate", 0, "BYTES", OPT_UNSUPPORTED, NOFIELD, NULL, "none", 0, 0, NULL,
+	 "bandwidth cap: not supported yet, refused"},
+	{"split", 0, "N", OPT_UNSUPPORTED, NOFIELD, NULL, "none", 0, 0, NULL,
+	 "ranged parallel fetch of one file: not supported yet, refused"},
+	{"loops", 0, "N", OPT_UINT, J(loops), "1", NULL, 1, 1000000, NULL,
+	 "run the job N times; before each run after the first, the files the "
+	 "manifest names are removed from the destination"},
+	{"cancel_at", 0, "PCT", OPT_PERCENT, J(cancel_at), "0", NULL, 0, 99,
+	 NULL,
+	 "when PCT% of a run's bytes are written, cancel its generation and "
+	 "submit the whole set again as a new one, as a replica restart does; "
+	 "0: off"},
+	{"output-format", 0, "FORMAT", OPT_CHOICE, C(format), "normal", NULL, 0,
+	 0, format_choices, "report format"},
+	{"output", 0, "FILE", OPT_STR, C(output), NULL, "stdout", 0, 0, NULL,
+	 "write the report to FILE"},
+	{"eta", 0, "WHEN", OPT_CHOICE, C(eta), "auto", NULL, 0, 0, eta_choices,
+	 "live status line on stderr; auto: when stderr is a terminal"},
+	{"gen-dataset", 0, "DIR", OPT_STR, C(gen_dataset), NULL, "none", 0, 0,
+	 NULL,
+	 "write --nrfiles files of pseudo-random bytes, named 000001.sst on, and "
+	 "DIR/manifest.json with both digests, then exit; runs no job"},
+	{"nrfiles", 0, "N", OPT_UINT, C(nrfiles), NULL, "none", 1, 10000000,
+	 NULL, "with --gen-dataset: number of files"},
+	{"filesize", 0, "SIZE|MIN:MAX", OPT_SIZE_RANGE, C(filesize), NULL,
+	 "none", 0, 16 * TiB, NULL,
+	 "with --gen-dataset: size of each file, or a range each size is drawn "
+	 "from"},
+	{"seed", 0, "S", OPT_UINT, C(seed), "0", NULL, 0, UINT64_MAX, NULL,
+	 "with --gen-dataset: the same seed gives the same sizes and bytes"},
+	{"help", 'h', NULL, OPT_FLAG, C(help), NULL, NULL, 0, 0, NULL,
+	 "print this help and exit"},
+	{"version", 'V', NULL, OPT_FLAG, C(version), NULL, NULL, 0, 0, NULL,
+	 "print the version and exit"},
+};
+
+const size_t opt_count = sizeof(opt_table) / sizeof(opt_table[0]);
+
+#undef J
+#undef C
+#undef NOFIELD
+
+const struct opt_def *opt_find(const char *name)
+{
+	for (size_t i = 0; i < opt_count; i++) {
+		if (strcmp(opt_table[i].name, name) == 0)
+			return &opt_table[i];
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Values                                                                   */
+
+/* Parses all-digit decimal (strtoull alone would take " 1", "+1", "-1").
+ * Returns the end of the digits, or NULL on no digits or overflow. */
+static const char *parse_digits(const char *s, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return NULL;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return NULL;
+	*out = v;
+	return end;
+}
+
+/*
+ * fio's sizes: digits, then optionally k, m, g or t (either case), which
+ * may be followed by "b" or "ib" ("1m", "1M", "1MiB", "1mb" are all 2^20:
+ * powers of 1024 as fio counts by default). Parses the whole of s;
+ * returns 0 or -1.
+ */
+static int parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v;
+	const char *p = parse_digits(s, &v);
+	if (!p)
+		return -1;
+	unsigned shift = 0;
+	switch (*p) {
+	case 'k': case 'K': shift = 10; break;
+	case 'm': case 'M': shift = 20; break;
+	case 'g': case 'G': shift = 30; break;
+	case 't': case 'T': shift = 40; break;
+	case '\0': break;
+	default: return -1;
+	}
+	if (shift) {
+		p++;
+		if (*p == 'i' || *p == 'I')
+			p++;
+		if (*p == 'b' || *p == 'B')
+			p++;
+		else if (p[-1] == 'i' || p[-1] == 'I')
+			return -1; /* "1Ki" */
+	}
+	if (*p != '\0' || (shift && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = v << shift;
+	return 0;
+}
+
+/* Writes a size the shortest exact way: 65536 -> "64k". */
+static void format_size(uint64_t v, char *buf, size_t len)
+{
+	static const char suffix[] = "kmgt";
+	int i = -1;
+	while (i < 3 && v && (v & 1023) == 0) {
+		v >>= 10;
+		i++;
+	}
+	if (i < 0)
+		snprintf(buf, len, "%" PRIu64, v);
+	else
+		snprintf(buf, len, "%" PRIu64 "%c", v, suffix[i]);
+}
+
+/* The accepted form of o's value, as messages and --help state it. */
+static void describe(const struct opt_def *o, char *buf, size_t len)
+{
+	char lo[32], hi[32];
+	int n;
+
+	switch (o->kind) {
+	case OPT_NAME:
+	case OPT_STR:
+		snprintf(buf, len, "a non-empty %s", o->metavar);
+		return;
+	case OPT_URL:
+		snprintf(buf, len, "a URL starting with http://, https:// or file://");
+		return;
+	case OPT_UINT:
+		snprintf(buf, len, "a decimal integer from %" PRIu64 " to %" PRIu64,
+		         o->min, o->max);
+		return;
+	case OPT_PERCENT:
+		snprintf(buf, len, "a whole percentage from %" PRIu64 " to %" PRIu64,
+		         o->min, o->max);
+		return;
+	case OPT_SIZE:
+	case OPT_SIZE_POW2:
+	case OPT_SIZE_RANGE:
+		format_size(o->min, lo, sizeof(lo));
+		format_size(o->max, hi, sizeof(hi));
+		snprintf(buf, len, "%s from %s to %s, with an optional k/m/g/t suffix "
+		                   "(powers of 1024)",
+		         o->kind == OPT_SIZE_RANGE ? "SIZE or MIN:MAX, sizes"
+		         : o->kind == OPT_SIZE_POW2 ? "a power of two"
+		                                    : "a size",
+		         lo, hi);
+		return;
+	case OPT_CHOICE:
+		n = snprintf(buf, len, "one of");
+		for (const struct opt_choice *c = o->choices; c->text && n >= 0 &&
+		     (size_t)n < len; c++)
+			n += snprintf(buf + n, len - (size_t)n, "%s %s",
+			              c == o->choices ? "" : ",", c->text);
+		return;
+	case OPT_FLAG:
+		snprintf(buf, len, "no value");
+		return;
+	case OPT_UNSUPPORTED:
+		snprintf(buf, len, "nothing: not supported yet");
+		return;
+	}
+	snprintf(buf, len, "?");
+}
+
+static int bad_value(const struct opt_def *o, const char *value,
+                     const char *where)
+{
+	char form[256];
+	describe(o, form, sizeof(form));
+	fprintf(stderr, PROG ": %s=%s: expected %s\n", where, value, form);
+	return -1;
+}
+
+int opt_set(const struct opt_def *o, const char *value, struct job_opts *job,
+            struct cli_opts *cli, const char *where)
+{
+	char *base = o->scope == OPT_JOB ? (char *)job : (char *)cli;
+	void *field = base ? base + o->offset : NULL;
+	uint64_t v, v2;
+
+	if (o->kind == OPT_UNSUPPORTED) {
+		/* Never ignored silently: a run without the cap it asked for
+		 * would measure something else than the user meant. */
+		fprintf(stderr, PROG ": %s: not supported yet; remove it\n", where);
+		return -1;
+	}
+	if (o->kind == OPT_FLAG) {
+		if (field)
+			*(int *)field = 1;
+		return 0;
+	}
+	if (!value) {
+		char form[256];
+		describe(o, form, sizeof(form));
+		fprintf(stderr, PROG ": %s: missing value; expected %s\n", where, form);
+		return -1;
+	}
+
+	switch (o->kind) {
+	case OPT_NAME:
+	case OPT_STR:
+	case OPT_URL:
+		if (!*value)
+			return bad_value(o, value, where);
+		if (o->kind == OPT_URL && strncasecmp(value, "http://", 7) != 0 &&
+		    strncasecmp(value, "https://", 8) != 0 &&
+		    strncasecmp(value, "file://", 7) != 0)
+			return bad_value(o, value, where);
+		if (field)
+			*(const char **)field = value;
+		return 0;
+	case OPT_UINT:
+	case OPT_PERCENT: {
+		const char *end = parse_digits(value, &v);
+		if (end && o->kind == OPT_PERCENT && *end == '%')
+			end++;
+		if (!end || *end || v < o->min || v > o->max)
+			return bad_value(o, value, where);
+		if (field)
+			*(uint64_t *)field = v;
+		return 0;
+	}
+	case OPT_SIZE:
+	case OPT_SIZE_POW2:
+		if (parse_size(value, &v) || v < o->min || v > o->max ||
+		    (o->kind == OPT_SIZE_POW2 && (v & (v - 1))))
+			return bad_value(o, value, where);
+		if (field)
+			*(uint64_t *)field = v;
+		return 0;
+	case OPT_SIZE_RANGE: {
+		const char *colon = strchr(value, ':');
+		char lo[64];
+		if (colon) {
+			size_t n = (size_t)(colon - value);
+			if (n >= sizeof(lo))
+				return bad_value(o, value, where);
+			memcpy(lo, value, n);
+			lo[n] = '\0';
+			if (parse_size(lo, &v) || parse_size(colon + 1, &v2) || v > v2)
+				return bad_value(o, value, where);
+		} else if (parse_size(value, &v)) {
+			return bad_value(o, value, where);
+		} else {
+			v2 = v;
+		}
+		if (v < o->min || v2 > o->max)
+			return bad_value(o, value, where);
+		if (field) {
+			((struct size_range *)field)->min = v;
+			((struct size_range *)field)->max = v2;
+		}
+		return 0;
+	}
+	case OPT_CHOICE:
+		for (const struct opt_choice *c = o->choices; c->text; c++) {
+			if (strcmp(c->text, value) == 0) {
+				if (field)
+					*(int *)field = c->value;
+				return 0;
+			}
+		}
+		return bad_value(o, value, where);
+	case OPT_FLAG:
+	case OPT_UNSUPPORTED:
+		break;
+	}
+	return -1;
+}
+
+void opt_defaults(struct job_opts *job, struct cli_opts *cli)
+{
+	if (job)
+		memset(job, 0, sizeof(*job));
+	if (cli)
+		memset(cli, 0, sizeof(*cli));
+	for (size_t i = 0; i < opt_count; i++) {
+		const struct opt_def *o = &opt_table[i];
+		/* Defaults go through the parser, so they obey the table. */
+		if (o->def && opt_set(o, o->def, job, cli, o->name))
+			abort(); /* a bad default in the table is a bug */
+	}
+}
+
+int opt_format(const struct opt_def *o, const struct job_opts *job, char *buf,
+               size_t len)
+{
+	const void *field = (const char *)job + o->offset;
+
+	switch (o->kind) {
+	case OPT_NAME:
+	case OPT_STR:
+	case OPT_URL: {
+		const char *s = *(const char *const *)field;
+		return snprintf(buf, len, "%s", s ? s : "");
+	}
+	case OPT_UINT:
+	case OPT_PERCENT:
+	case OPT_SIZE:
+	case OPT_SIZE_POW2:
+		return snprintf(buf, len, "%" PRIu64, *(const uint64_t *)field);
+	case OPT_CHOICE:
+		for (const struct opt_choice *c = o->choices; c->text; c++) {
+			if (c->value == *(const int *)field)
+				return snprintf(buf, len, "%s", c->text);
+		}
+		return snprintf(buf, len, "?");
+	case OPT_SIZE_RANGE:
+	case OPT_FLAG:
+	case OPT_UNSUPPORTED:
+		break;
+	}
+	return snprintf(buf, len, "%s", "");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command line                                                             */
+
+static int push_assign(struct opt_assign **v, size_t *n,
+                       const struct opt_def *o, const char *value)
+{
+	struct opt_assign *nv = realloc(*v, (*n + 1) * sizeof(**v));
+	if (!nv)
+		return -1;
+	nv[*n].opt = o;
+	nv[*n].value = value;
+	*v = nv;
+	(*n)++;
+	return 0;
+}
+
+static int oom(void)
+{
+	fprintf(stderr, PROG ": out of memory\n");
+	return EXIT_USAGE;
+}
+
+int opt_parse_argv(int argc, char **argv, struct cmdline *out)
+{
+	struct option *longopts = calloc(opt_count + 1, sizeof(*longopts));
+	char shortopts[64];
+	size_t ns = 0;
+	struct job_opts scratch;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	opt_defaults(&scratch, &out->cli);
+	out->seen = calloc(opt_count, 1);
+	if (!longopts || !out->seen) {
+		free(longopts);
+		return oom();
+	}
+	shortopts[ns++] = ':'; /* report a missing value as ':' */
+	for (size_t i = 0; i < opt_count; i++) {
+		const struct opt_def *o = &opt_table[i];
+		longopts[i].name = o->name;
+		longopts[i].has_arg = o->kind == OPT_UNSUPPORTED ? optional_argument
+		                      : o->metavar            ? required_argument
+		                                              : no_argument;
+		longopts[i].val = 256 + (int)i;
+		if (o->short_name && ns + 3 < sizeof(shortopts)) {
+			shortopts[ns++] = (char)o->short_name;
+			if (o->metavar)
+				shortopts[ns++] = ':';
+		}
+	}
+	shortopts[ns] = '\0';
+
+	opterr = 0;
+	optind = 1;
+	for (;;) {
+		int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+		if (c == -1)
+			break;
+		const struct opt_def *o = NULL;
+		if (c >= 256 && c < 256 + (int)opt_count) {
+			o = &opt_table[c - 256];
+		} else {
+			for (size_t i = 0; i < opt_count; i++) {
+				if (opt_table[i].short_name && opt_table[i].short_name == c)
+					o = &opt_table[i];
+			}
+		}
+		if (c == ':' || c == '?' || !o) {
+			/* optopt holds a short option's letter; for long ones
+			 * the word is the argument just consumed. */
+			char shortform[3] = {'-', (char)optopt, '\0'};
+			const char *arg = (optopt > 0 && optopt < 256) ? shortform
+			                                               : argv[optind - 1];
+			const struct opt_def *known =
+				optopt >= 256 ? &opt_table[optopt - 256] : NULL;
+			if (c == ':' && known) {
+				char where[64];
+				snprintf(where, sizeof(where), "--%s", known->name);
+				opt_set(known, NULL, NULL, NULL, where);
+			} else if (c == ':') {
+				fprintf(stderr, PROG ": %s: missing value\n", arg);
+			} else if (known) {
+				/* A flag given a value: "--help=1". */
+				fprintf(stderr, PROG ": %s: --%s takes no value\n", arg,
+				        known->name);
+			} else {
+				fprintf(stderr, PROG ": %s: unknown option\n", arg);
+			}
+			fprintf(stderr, "Try '" PROG " --help'.\n");
+			rc = EXIT_USAGE;
+			break;
+		}
+
+		char where[64];
+		snprintf(where, sizeof(where), "--%s", o->name);
+		if (opt_set(o, optarg, o->scope == OPT_JOB ? &scratch : NULL,
+		            &out->cli, where)) {
+			rc = EXIT_USAGE;
+			break;
+		}
+		out->seen[o - opt_table] = 1;
+		if (o->kind == OPT_NAME) {
+			struct cli_job *nj = realloc(out->jobs,
+			                             (out->njobs + 1) * sizeof(*nj));
+			if (!nj) {
+				rc = oom();
+				break;
+			}
+			out->jobs = nj;
+			memset(&nj[out->njobs], 0, sizeof(*nj));
+			nj[out->njobs++].name = optarg;
+		} else if (o->scope == OPT_JOB) {
+			struct cli_job *j = out->njobs ? &out->jobs[out->njobs - 1] : NULL;
+			int bad = j ? push_assign(&j->v, &j->n, o, optarg)
+			            : push_assign(&out->globals, &out->nglobals, o, optarg);
+			if (bad) {
+				rc = oom();
+				break;
+			}
+		}
+	}
+	free(longopts);
+	if (rc == 0 && optind < argc) {
+		out->jobfiles = &argv[optind];
+		out->njobfiles = (size_t)(argc - optind);
+	}
+	return rc;
+}
+
+void cmdline_free(struct cmdline *c)
+{
+	for (size_t i = 0; i < c->njobs; i++)
+		free(c->jobs[i].v);
+	free(c->jobs);
+	free(c->globals);
+	free(c->seen);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ------------------------------------------------------------------------ */
+/* --help                                                                   */
+
+#define HELP_INDENT 30 /* width of "      --option=VALUE" padded */
+#define HELP_WIDTH 79
+
+/* Prints text word-wrapped to `width` columns, each word after a space;
+ * the first line continues the current one, which is at column `col`, and
+ * continuation lines are indented by `indent`. */
+static void print_wrapped(FILE *out, const char *text, int col, int indent,
+                          int width)
+{
+	const char *p = text;
+
+	while (*p) {
+		size_t wlen = strcspn(p, " ");
+		if (col > indent && col + 1 + (int)wlen > width) {
+			fprintf(out, "\n%*s", indent, "");
+			col = indent;
+		}
+		fputc(' ', out);
+		col++;
+		fwrite(p, 1, wlen, out);
+		col += (int)wlen;
+		p += wlen;
+		while (*p == ' ')
+			p++;
+	}
+	fputc('\n', out);
+}
+
+static void usage_row(FILE *out, const struct opt_def *o)
+{
+	char lhs[64], form[256], text[1024];
+	if (o->metavar)
+		snprintf(lhs, sizeof(lhs), "--%s=%s", o->name, o->metavar);
+	else
+		snprintf(lhs, sizeof(lhs), "--%s", o->name);
+
+	int n = snprintf(text, sizeof(text), "%s.", o->help);
+	/* The metavar says enough for strings and choices. */
+	if (o->kind != OPT_FLAG && o->kind != OPT_UNSUPPORTED &&
+	    o->kind != OPT_CHOICE && o->kind != OPT_STR && o->kind != OPT_NAME &&
+	    n >= 0 && (size_t)n < sizeof(text)) {
+		describe(o, form, sizeof(form));
+		form[0] = (char)(form[0] == 'a' ? 'A' : form[0]);
+		n += snprintf(text + n, sizeof(text) - (size_t)n, " %s.", form);
+	}
+	const char *def = o->def_text ? o->def_text : o->def;
+	if (def && n >= 0 && (size_t)n < sizeof(text))
+		snprintf(text + n, sizeof(text) - (size_t)n, " (default: %s)", def);
+
+	int col;
+	if (o->short_name)
+		col = fprintf(out, "  -%c, %-23s", o->short_name, lhs);
+	else
+		col = fprintf(out, "      %-23s", lhs);
+	print_wrapped(out, text, col, HELP_INDENT, HELP_WIDTH);
+}
+
+void opt_usage(FILE *out)
+{
+	fprintf(out,
+	        "Usage: " PROG " [OPTION]... [JOBFILE]...\n"
+	        "       " PROG " --manifest=FILE --source=BASEURL --dest=DIR "
+	        "[OPTION]...\n"
+	        "       " PROG " --gen-dataset=DIR --nrfiles=N "
+	        "--filesize=SIZE|MIN:MAX [--seed=S]\n\n"
+	        "Fetch the files manifests list, as jobs, the way fio runs I/O "
+	        "jobs. Each file is\nverified with xxHash while it streams and "
+	        "appears under its name only once\nverified. Jobs run one after "
+	        "the other.\n\n"
+	        "Job options (also job-file keys, without the dashes):\n");
+	for (size_t i = 0; i < opt_count; i++) {
+		if (opt_table[i].scope == OPT_JOB)
+			usage_row(out, &opt_table[i]);
+	}
+	fprintf(out, "\nRun options (command line only):\n");
+	for (size_t i = 0; i < opt_count; i++) {
+		if (opt_table[i].scope == OPT_CMDLINE)
+			usage_row(out, &opt_table[i]);
+	}
+	fprintf(out,
+	        "\nJob files are INI files: [global] holds defaults for the jobs "
+	        "after it, every\nother [section] is a job named after it, "
+	        "lines starting with ';' or '#' are\ncomments (and ' ;' starts "
+	        "one after a value), and lines are at most 199\nbytes. Options "
+	        "on the command line override the files: job options before "
+	        "the\nfirst --name apply to every job, those after --name=X to "
+	        "the jobs named X.\nWithout a job file or --name, the options "
+	        "make one job named \"" PROG "\".\n\n"
+	        "Exit status: 0 every file of every job published and verified, "
+	        "1 some file\nfailed (or the run was interrupted), 2 usage, job "
+	        "file or manifest error\n(nothing fetched).\n");
+}

@@ -1,0 +1,109 @@
+/*
+ * report.h - what a job did, and the three ways to print it (normal, json,
+ * terse), shaped like fio's reports so that its readers and scripts carry
+ * over.
+ *
+ * Counting rules (the same in all three formats):
+ *   - files: one count per file per loop, from the last generation of that
+ *     loop: ok = published and verified, failed = ended with an error,
+ *     skipped = never reached an end (the run was interrupted).
+ *     total = ok + failed + skipped = manifest files x loops run.
+ *   - io_bytes: bytes written and hashed (sstf_progress.bytes_done) by every
+ *     generation, a cancelled one included; bw_bytes = io_bytes / runtime.
+ *   - runtime: from each loop's first submit to its last generation's end,
+ *     summed over loops (removing the destination between loops is not
+ *     counted). CPU is measured over the same windows.
+ *   - clat (per-file fetch time, sstf_file_result.fetch_ns) and ttfb
+ *     (ttfb_ns): over every published file of every generation.
+ *   - verify: bytes of published files, and files that failed their digest
+ *     or length check.
+ *   - retries, stale_completions, cancels, peak buffers: the job engine's
+ *     sstf_stats at the end of the job.
+ *
+ * The JSON keys follow fio's where the meaning is the same (jobname, error,
+ * job_runtime, usr_cpu, sys_cpu, write.io_bytes/bw_bytes/runtime/clat_ns
+ * with its "percentile" object keyed "50.000000"); the rest are ours
+ * (files, net.ttfb_ns, verify, cancels, ...). Keep them stable: scripts
+ * read them. Terse fields are listed once, in terse_fields[] in report.c,
+ * which both writes the line and prints the list for --help (version 1:
+ * terse_version; sstfetch_version; jobname; error; files_ok; files_failed;
+ * files_skipped; files_total; io_bytes; bw_bytes; runtime_ms; clat min,
+ * max, mean, stddev, n and 17 "P%=ns" percentiles; the same for ttfb;
+ * retries; stale_completions; cancels; peak_buffer_bytes; usr_cpu;
+ * sys_cpu; verify_bytes; verify_errors; loops).
+ */
+#ifndef SSTFETCH_TOOLS_REPORT_H
+#define SSTFETCH_TOOLS_REPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "options.h"
+
+/* fio's default clat percentile list. */
+#define REPORT_NPCT 17
+extern const double report_pct[REPORT_NPCT];
+
+struct lat_summary {
+	uint64_t n, min, max; /* nanoseconds */
+	double mean, stddev;
+	uint64_t pct[REPORT_NPCT];
+};
+
+/*
+ * Sorts samples[0..n) in place and summarises them. Percentiles are
+ * nearest-rank: the smallest sample with at least p% of samples at or
+ * below it, so they are ordered and each is a real sample.
+ */
+void lat_summarize(uint64_t *samples, size_t n, struct lat_summary *out);
+
+/* One failed (or unfinished) file, for the report. */
+struct failure {
+	char *name;
+	int error;    /* negative sstf code; -ECANCELED when unfinished */
+	char *detail; /* may be NULL */
+	int skipped;  /* never reached an end (interrupted) */
+};
+
+/* Failures past this many are counted, not listed. */
+#define REPORT_MAX_FAILURES 100
+
+struct job_report {
+	const struct job_opts *opts;
+	int error;       /* 0, or the first error of the job (negative) */
+	int interrupted; /* SIGINT/SIGTERM cut the job short */
+	uint64_t loops_done;
+	uint64_t files_ok, files_failed, files_skipped, files_total;
+	uint64_t io_bytes;
+	uint64_t runtime_ns;
+	uint64_t verify_bytes, verify_errors;
+	uint64_t retries, stale_completions, cancels;
+	uint64_t peak_buffers, buffers_total, buf_size;
+	double usr_s, sys_s; /* CPU seconds over the runtime windows */
+	long ctx, majf, minf;
+	struct lat_summary clat, ttfb;
+	struct failure failures[REPORT_MAX_FAILURES];
+	size_t nfailures, failures_unlisted;
+};
+
+/*
+ * fio's num2str: scales by 1024 (base2) or 1000 while the value has more
+ * than four digits, and prints three or four significant digits with the
+ * unit and then `suffix`: "7111MiB/s", "64.0MiB", "67.1MB".
+ */
+void report_human(double v, int base2, const char *suffix, char *buf,
+                  size_t len);
+
+/* Writes the report of n jobs in `format`. Returns 0, or -1 on a write
+ * error (errno set). */
+int report_write(FILE *out, enum output_format format,
+                 const struct job_report *jobs, size_t n);
+
+/* Documents the terse fields, from the same table that writes them. */
+void report_terse_help(FILE *out);
+
+/* Frees what a report owns (the failures' strings). */
+void report_free(struct job_report *r);
+
+#endif
