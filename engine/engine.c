@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -436,21 +437,36 @@ static bool is_pow2(size_t v)
 	return v && !(v & (v - 1));
 }
 
-static int apply_defaults(struct sstf_config *c)
+static int bad_config(char *errbuf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad_config(char *errbuf, size_t len, const char *fmt, ...)
+{
+	if (errbuf && len) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(errbuf, len, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* Fills in the defaults of a zeroed field and checks every field. */
+static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 {
 	if (!c->max_transfers)
-		c->max_transfers = 16;
+		c->max_transfers = SSTF_DEFAULT_MAX_TRANSFERS;
 	if (!c->max_host_conns)
 		c->max_host_conns = c->max_transfers;
 	if (!c->buf_size)
-		c->buf_size = 1u << 20;
+		c->buf_size = SSTF_DEFAULT_BUF_SIZE;
 	if (!c->mem_limit) {
-		c->mem_limit = (size_t)64 << 20;
+		c->mem_limit = SSTF_DEFAULT_MEM_LIMIT;
 		if (c->mem_limit < 2 * c->max_transfers * c->buf_size)
 			c->mem_limit = 2 * c->max_transfers * c->buf_size;
 	}
 	if (!c->ring_depth)
-		c->ring_depth = 256;
+		c->ring_depth = SSTF_DEFAULT_RING_DEPTH;
 	if (!c->connect_timeout_ms)
 		c->connect_timeout_ms = 10000;
 	if (!c->low_speed_bytes)
@@ -460,20 +476,54 @@ static int apply_defaults(struct sstf_config *c)
 	if (!c->progress_interval_ms)
 		c->progress_interval_ms = 250;
 	if (c->max_retries == 0)
-		c->max_retries = 3;
+		c->max_retries = SSTF_DEFAULT_MAX_RETRIES;
 	else if (c->max_retries < 0)
 		c->max_retries = 0;
-	if (c->max_transfers > 4096 || c->max_host_conns > 65536 || c->max_retries > 1000)
-		return -EINVAL;
-	if (!is_pow2(c->buf_size) || c->buf_size < (64u << 10) || c->buf_size > (64u << 20))
-		return -EINVAL;
+
+	if (c->max_transfers > SSTF_MAX_TRANSFERS)
+		return bad_config(errbuf, len, "max_transfers=%u: at most %u", c->max_transfers,
+		                  SSTF_MAX_TRANSFERS);
+	if (c->max_host_conns > 2 * SSTF_MAX_TRANSFERS)
+		return bad_config(errbuf, len, "max_host_conns=%u: at most %u", c->max_host_conns,
+		                  2 * SSTF_MAX_TRANSFERS);
+	if (c->max_retries > 1000)
+		return bad_config(errbuf, len, "max_retries=%d: at most 1000", c->max_retries);
+	if (!is_pow2(c->buf_size) || c->buf_size < SSTF_MIN_BUF_SIZE ||
+	    c->buf_size > SSTF_MAX_BUF_SIZE)
+		return bad_config(errbuf, len,
+		                  "buf_size=%zu: a power of two from %u to %u bytes", c->buf_size,
+		                  SSTF_MIN_BUF_SIZE, SSTF_MAX_BUF_SIZE);
 	size_t nbufs = c->mem_limit / c->buf_size;
 	/* Two buffers per transfer: one filling while one is being written. */
-	if (nbufs < 2u * c->max_transfers || nbufs > SSTF__MAX_AUX)
-		return -EINVAL;
-	if (c->ring_depth > 32768 || c->direct_io > SSTF_OFF || c->fsync > SSTF_OFF)
-		return -EINVAL;
+	if (nbufs < 2u * c->max_transfers || nbufs > SSTF_MAX_BUFFERS)
+		return bad_config(errbuf, len,
+		                  "mem_limit=%zu holds %zu buffers of %zu bytes; it must hold "
+		                  "2 per transfer (%u) and at most %u",
+		                  c->mem_limit, nbufs, c->buf_size, 2 * c->max_transfers,
+		                  SSTF_MAX_BUFFERS);
+	if (c->ring_depth < 8 || c->ring_depth > 32768)
+		return bad_config(errbuf, len, "ring_depth=%u: from 8 to 32768", c->ring_depth);
+	if (c->direct_io > SSTF_OFF)
+		return bad_config(errbuf, len, "direct_io=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		                  (int)c->direct_io);
+	if (c->fsync > SSTF_OFF)
+		return bad_config(errbuf, len, "fsync=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		                  (int)c->fsync);
+	const struct sstf_allocator *a = c->allocator;
+	if (a && (!a->alloc || !a->alloc_aligned || !a->free_fn))
+		return bad_config(errbuf, len, "allocator: alloc, alloc_aligned and free_fn "
+		                               "must all be set");
 	return 0;
+}
+
+int sstf_config_check(const struct sstf_config *config, char *errbuf, size_t errbuf_len)
+{
+	struct sstf_config c;
+	if (config)
+		c = *config;
+	else
+		memset(&c, 0, sizeof(c));
+	return resolve_config(&c, errbuf, errbuf_len);
 }
 
 static void engine_destroy(struct sstf_engine *e)
@@ -504,15 +554,12 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 		cfg = *config;
 	else
 		memset(&cfg, 0, sizeof(cfg));
-	int ret = apply_defaults(&cfg);
+	int ret = resolve_config(&cfg, NULL, 0);
 	if (ret < 0)
 		return ret;
 	struct sstf_allocator a = {0};
-	if (cfg.allocator) {
+	if (cfg.allocator)
 		a = *cfg.allocator;
-		if (!a.alloc || !a.alloc_aligned || !a.free_fn)
-			return -EINVAL;
-	}
 	cfg.allocator = NULL;
 	pthread_once(&curl_once, curl_global);
 	if (curl_init_result != CURLE_OK)

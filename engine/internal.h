@@ -85,6 +85,7 @@ enum sstf__op {
 #define SSTF__TAG_ID_MASK (~(uint64_t)0 << SSTF__TAG_SLOT_SHIFT)
 #define SSTF__MAX_SLOTS (1u << SSTF__TAG_SLOT_BITS)
 #define SSTF__MAX_AUX ((1u << SSTF__TAG_AUX_BITS) - 1)
+_Static_assert(SSTF_MAX_BUFFERS <= SSTF__MAX_AUX, "a buffer index must fit a tag's aux");
 
 static inline uint64_t sstf__tag_op(uint64_t tag, enum sstf__op op, unsigned aux)
 {

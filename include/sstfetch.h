@@ -101,12 +101,24 @@ enum sstf_switch {
 	SSTF_OFF = 2,
 };
 
+/* Defaults of the fields left 0, and the limits sstf_config_check() applies. */
+#define SSTF_DEFAULT_MAX_TRANSFERS 16
+#define SSTF_DEFAULT_BUF_SIZE (1024u * 1024u)
+#define SSTF_DEFAULT_MEM_LIMIT ((size_t)64 * 1024 * 1024)
+#define SSTF_DEFAULT_RING_DEPTH 256
+#define SSTF_DEFAULT_MAX_RETRIES 3
+#define SSTF_MAX_TRANSFERS 2047
+#define SSTF_MIN_BUF_SIZE (64u * 1024u)
+#define SSTF_MAX_BUF_SIZE (64u * 1024u * 1024u)
+#define SSTF_MAX_BUFFERS 4095
+
 /*
  * Engine configuration. A zeroed struct means the defaults given below; any
  * field left 0 takes its default. sstf_engine_new() copies the struct.
  */
 struct sstf_config {
-	unsigned max_transfers;       /* concurrent file transfers; 16 */
+	unsigned max_transfers;       /* concurrent file transfers; 16, at most
+	                                 SSTF_MAX_TRANSFERS */
 	unsigned max_host_conns;      /* connections per origin host;
 	                                 max_transfers */
 	size_t buf_size;              /* bytes per I/O buffer, a power of two
@@ -115,8 +127,8 @@ struct sstf_config {
 	                                 buffers per transfer when that is
 	                                 more. Must allow two buffers per
 	                                 transfer, and at most 4095 buffers. */
-	unsigned ring_depth;          /* io_uring submission queue entries;
-	                                 256 */
+	unsigned ring_depth;          /* io_uring submission queue entries,
+	                                 8 to 32768; 256 */
 	enum sstf_switch direct_io;   /* O_DIRECT writes. DEFAULT: used where
 	                                 the destination filesystem accepts it,
 	                                 buffered writes elsewhere. ON: fail
@@ -139,6 +151,16 @@ struct sstf_config {
 	                                 a backoff of 100 ms doubling to 5 s. */
 	const struct sstf_allocator *allocator; /* NULL: the C library's */
 };
+
+/*
+ * Checks a configuration exactly as sstf_engine_new() does, with the
+ * defaults of zeroed fields applied, without creating anything. Returns 0,
+ * or -EINVAL with a message naming the field and its accepted range in
+ * errbuf (NUL-terminated, truncated to errbuf_len; errbuf may be NULL).
+ * `config` may be NULL (all defaults). Any thread.
+ */
+SSTF_API int sstf_config_check(const struct sstf_config *config, char *errbuf,
+                               size_t errbuf_len);
 
 /* ------------------------------------------------------------------------ */
 /* Engine                                                                   */
