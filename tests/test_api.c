@@ -70,6 +70,36 @@ Test(api, engine_new_rejects_bad_config)
 	expect_einval(&c, "allocator without functions");
 }
 
+/* sstf_config_check() agrees with sstf_engine_new() and names the field. */
+Test(api, config_check_names_the_bad_field)
+{
+	char why[256];
+	struct sstf_config c;
+	cr_expect_eq(sstf_config_check(NULL, why, sizeof(why)), 0);
+
+	memset(&c, 0, sizeof(c));
+	c.buf_size = 100 * KIB;
+	cr_expect_eq(sstf_config_check(&c, why, sizeof(why)), -EINVAL);
+	cr_expect(strstr(why, "buf_size=102400") != NULL, "message: %s", why);
+
+	memset(&c, 0, sizeof(c));
+	c.max_transfers = 4;
+	c.buf_size = 64 * KIB;
+	c.mem_limit = 7 * 64 * KIB;
+	cr_expect_eq(sstf_config_check(&c, why, sizeof(why)), -EINVAL);
+	cr_expect(strstr(why, "mem_limit") != NULL, "message: %s", why);
+
+	memset(&c, 0, sizeof(c));
+	c.ring_depth = 4;
+	cr_expect_eq(sstf_config_check(&c, NULL, 0), -EINVAL, "errbuf may be NULL");
+	expect_einval(&c, "ring_depth 4");
+
+	/* Defaults scale: 100 transfers at 1 MiB get 200 MiB, not 64 MiB. */
+	memset(&c, 0, sizeof(c));
+	c.max_transfers = 100;
+	cr_expect_eq(sstf_config_check(&c, why, sizeof(why)), 0, "%s", why);
+}
+
 Test(api, engine_new_defaults_and_stats)
 {
 	sstf_engine *eng = NULL;
