@@ -384,7 +384,7 @@ static void add_rusage(const struct rusage *a, struct job_report *rep)
 	rep->minf += b.ru_minflt - a->ru_minflt;
 }
 
-static struct sstf_config engine_config(const struct job_opts *o)
+struct sstf_config job_engine_config(const struct job_opts *o)
 {
 	struct sstf_config cfg;
 
@@ -541,7 +541,7 @@ void job_run(const struct job *job, size_t index, struct status *st,
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
-	struct sstf_config cfg = engine_config(&job->o);
+	struct sstf_config cfg = job_engine_config(&job->o);
 	rc = sstf_engine_new(&cfg, &engine);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "manifest.h"
+#include "sstfetch.h"
 #include "options.h"
 #include "report.h"
 
@@ -50,6 +51,9 @@ void status_clear(struct status *st);
  * report and returns; no later job starts.
  */
 extern volatile sig_atomic_t job_interrupted;
+
+/* The engine configuration a job's options ask for. */
+struct sstf_config job_engine_config(const struct job_opts *o);
 
 /*
  * Runs job `index` of the status line and fills *rep (which the caller has

@@ -19,10 +19,16 @@
 #define GiB ((uint64_t)1 << 30)
 #define TiB ((uint64_t)1 << 40)
 
-/* The engine keeps at least two buffers per transfer and at most 4095
- * buffers (sstf_config.mem_limit); 1024 transfers leave room for that at
- * every buffer size. */
+/* The engine keeps at least two buffers per transfer and at most
+ * SSTF_MAX_BUFFERS; 1024 transfers leave room for that at every bs. */
 #define PARALLEL_MAX 1024
+
+/* The table's defaults are the engine's: fail the build if they part. */
+_Static_assert(SSTF_DEFAULT_MAX_TRANSFERS == 16, "--parallel's default in opts[]");
+_Static_assert(SSTF_DEFAULT_RING_DEPTH == 256, "--iodepth's default in opts[]");
+_Static_assert(SSTF_DEFAULT_BUF_SIZE == 1 * MiB, "--bs's default in opts[]");
+_Static_assert(SSTF_DEFAULT_MEM_LIMIT == 64 * MiB, "--mem's default in opts[]");
+_Static_assert(SSTF_DEFAULT_MAX_RETRIES == 3, "--retries's default in opts[]");
 
 static const struct opt_choice verify_choices[] = {
 	{"auto", MANIFEST_VERIFY_AUTO},
@@ -92,8 +98,8 @@ const struct opt_def opt_table[] = {
 	{"mem", 0, "SIZE", OPT_SIZE, J(mem), NULL,
 	 "64m, or 2 x parallel x bs when that is more", 128 * KiB, 256 * GiB,
 	 NULL,
-	 "buffer memory cap; must hold 2 buffers per transfer and at most 4095 "
-	 "buffers"},
+	 "buffer memory cap; must hold 2 buffers per transfer and at most "
+	 "4095 buffers"},
 	{"direct", 0, "0|1|auto", OPT_CHOICE, J(direct), "auto", NULL, 0, 0,
 	 direct_choices,
 	 "O_DIRECT writes; auto uses them where the filesystem accepts them, 1 "

@@ -146,20 +146,13 @@ static int check_job_opts(const struct job_opts *o)
 			bad = 1;
 		}
 	}
-	/* sstf_config.mem_limit's contract: two buffers per transfer, at most
-	 * 4095 buffers. Only an explicit mem can break it: the engine sizes
-	 * its default from parallel and bs. */
-	if (o->mem) {
-		uint64_t nbufs = o->mem / o->bs;
-		if (nbufs < 2 * o->parallel || nbufs > 4095) {
-			fprintf(stderr,
-			        PROG ": job '%s': mem=%" PRIu64 " holds %" PRIu64
-			        " buffers of bs=%" PRIu64 "; expected 2 x parallel = %" PRIu64
-			        " to 4095 buffers (mem from %" PRIu64 " to %" PRIu64 ")\n",
-			        o->name, o->mem, nbufs, o->bs, 2 * o->parallel,
-			        2 * o->parallel * o->bs, 4095 * o->bs);
-			bad = 1;
-		}
+	/* The engine's own checks, so the tool never restates its limits. */
+	struct sstf_config cfg = job_engine_config(o);
+	char why[256];
+	if (sstf_config_check(&cfg, why, sizeof(why)) < 0) {
+		fprintf(stderr, PROG ": job '%s': bad engine configuration: %s "
+		        "(options parallel, iodepth, bs, mem)\n", o->name, why);
+		bad = 1;
 	}
 	return bad ? EXIT_USAGE : 0;
 }
