@@ -104,7 +104,10 @@ static void forget_old(struct sstf_engine *e)
 
 static void end_gen(struct sstf_engine *e, struct sstf__gen *g)
 {
-	bool cancelled = g->state == SSTF__GEN_CANCELLING;
+	/* A cancel asked for before the end counts, even one the loop had not
+	 * taken yet: sstf_cancel() promised -ECANCELED to its caller. */
+	bool cancelled = g->state == SSTF__GEN_CANCELLING ||
+	                 atomic_load(&g->cancel_requested);
 	int result = cancelled ? -ECANCELED : g->first_error;
 	if (g->dirfd >= 0)
 		close(g->dirfd);

@@ -465,6 +465,59 @@ Test(api, cancel_of_ended_generation_returns_zero, .init = data_init, .fini = da
 	sstf_engine_free(eng);
 }
 
+/*
+ * A cancel started from the last file's done callback, when nothing of the
+ * generation is left in flight, must still be honoured: sstf_cancel() said
+ * -EINPROGRESS, so on_batch_done and sstf_wait() report -ECANCELED.
+ */
+struct last_cancel {
+	sstf_engine *eng;
+	atomic_int cancel_ret;
+	atomic_int batch_result;
+	atomic_int files_after_cancel;
+	atomic_int cancelled;
+};
+
+static void lc_file(void *user, uint64_t gen, const struct sstf_file_result *r)
+{
+	struct last_cancel *lc = user;
+	if (atomic_load(&lc->cancelled))
+		atomic_fetch_add(&lc->files_after_cancel, 1);
+	atomic_store(&lc->cancel_ret, sstf_cancel(lc->eng, gen));
+	atomic_store(&lc->cancelled, 1);
+}
+
+static void lc_batch(void *user, uint64_t gen, int result)
+{
+	struct last_cancel *lc = user;
+	atomic_store(&lc->batch_result, result);
+}
+
+Test(api, cancel_from_last_file_callback_reports_ecanceled, .init = data_init,
+     .fini = data_fini)
+{
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(NULL, &eng), 0);
+	struct last_cancel lc = { .eng = eng };
+	atomic_init(&lc.batch_result, 1);
+	struct sstf_file *files = ds_batch_new(&ds, base, SSTF_DIGEST_XXH3);
+	/* One file: its done callback is the generation's last word. */
+	struct sstf_batch b = { .dest_dir = dest, .files = files, .nfiles = 1,
+	                        .on_file_done = lc_file, .on_batch_done = lc_batch,
+	                        .user = &lc };
+	uint64_t gen = 0;
+	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
+	ds_batch_free(files, ds.n, 1);
+	cr_expect_eq(sstf_wait(eng, gen, WAIT_MS), -ECANCELED);
+	cr_expect_eq(atomic_load(&lc.cancel_ret), -EINPROGRESS);
+	cr_expect_eq(atomic_load(&lc.batch_result), -ECANCELED);
+	cr_expect_eq(atomic_load(&lc.files_after_cancel), 0);
+	struct sstf_stats st;
+	cr_assert_eq(sstf_stats(eng, &st), 0);
+	cr_expect_eq(st.cancels, 1);
+	sstf_engine_free(eng);
+}
+
 Test(api, outcome_of_last_1024_generations_is_remembered, .init = data_init, .fini = data_fini)
 {
 	sstf_engine *eng = NULL;
