@@ -1,0 +1,927 @@
+/*
+ * Description: the sstfetch tool run as a user runs it: the real binary
+ * (path in $SSTFETCH, set by meson) forked and exec'd with an argument
+ * vector, against a real nginx on loopback, with datasets the tool writes
+ * itself (--gen-dataset). Job files with [global] and two jobs, command-line
+ * overrides, the JSON and terse reports checked against the dataset,
+ * cancel_at=50, usage errors (exit 2, naming the option or entry, nothing
+ * created), a corrupted origin file failing alone (exit 1), and seeded
+ * datasets that repeat byte for byte.
+ *
+ * Every run's stdout and stderr go to files in the test's temp dir; a
+ * sanitizer report in the tool's stderr fails the test whatever the exit
+ * status. Nothing here measures time: the only clock is a hang guard.
+ */
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "support/dataset.h"
+#include "support/origin.h"
+
+#define NFILES 64
+#define FILESIZE_TEXT "256k"
+#define FILESIZE (256 * 1024)
+#define RUN_GUARD_S 600 /* hang guard for one run of the tool */
+#define MAX_ARGS 32
+#define MAX_STRS 512
+#define MAX_JSON 8
+
+/* fio's clat percentile list, as the JSON report keys it, in order. */
+static const char *const pct_keys[] = {
+	"1.000000", "5.000000", "10.000000", "20.000000", "30.000000",
+	"40.000000", "50.000000", "60.000000", "70.000000", "80.000000",
+	"90.000000", "95.000000", "99.000000", "99.500000", "99.900000",
+	"99.950000", "99.990000",
+};
+#define NPCT (sizeof(pct_keys) / sizeof(pct_keys[0]))
+
+/*
+ * Terse version 1, as tools/report.h documents it: terse_version;
+ * sstfetch_version; jobname; error; files_ok; files_failed; files_skipped;
+ * files_total; io_bytes; bw_bytes; runtime_ms; clat min, max, mean, stddev,
+ * n and 17 percentiles; the same for ttfb; retries; stale_completions;
+ * cancels; peak_buffer_bytes; usr_cpu; sys_cpu; verify_bytes;
+ * verify_errors; loops.
+ */
+enum {
+	T_VERSION = 0, T_TOOL, T_JOBNAME, T_ERROR,
+	T_FILES_OK, T_FILES_FAILED, T_FILES_SKIPPED, T_FILES_TOTAL,
+	T_IO_BYTES, T_BW_BYTES, T_RUNTIME_MS,
+	T_CLAT, /* min, max, mean, stddev, n, then NPCT percentiles */
+	T_TTFB = T_CLAT + 5 + 17,
+	T_RETRIES = T_TTFB + 5 + 17,
+	T_STALE, T_CANCELS, T_PEAK, T_USR, T_SYS,
+	T_VERIFY_BYTES, T_VERIFY_ERRORS, T_LOOPS,
+	T_NFIELDS,
+};
+
+static char *work;          /* this test's temp dir */
+static char *set_dir;       /* work/set: the dataset, when the test made one */
+static struct origin *org;  /* nginx serving set_dir, when started */
+static char *strs[MAX_STRS]; /* heap strings freed by fini */
+static size_t nstrs;
+static json_t *jsons[MAX_JSON]; /* parsed reports freed by fini */
+static size_t njsons;
+static unsigned nruns;
+
+static void fixture_init(void)
+{
+	cr_assert_eq(ds_mkdtemp("cli", &work), 0);
+}
+
+static void fixture_fini(void)
+{
+	origin_stop(org);
+	org = NULL;
+	if (work)
+		ds_rmtree(work);
+	free(work);
+	work = set_dir = NULL;
+	for (size_t i = 0; i < nstrs; i++)
+		free(strs[i]);
+	nstrs = 0;
+	for (size_t i = 0; i < njsons; i++)
+		json_decref(jsons[i]);
+	njsons = 0;
+}
+
+TestSuite(cli, .init = fixture_init, .fini = fixture_fini);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+
+static char *keep(char *s)
+{
+	cr_assert_not_null(s, "out of memory");
+	cr_assert_lt(nstrs, MAX_STRS);
+	strs[nstrs++] = s;
+	return s;
+}
+
+/* A printf'd string that lives until the end of the test. */
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *fmt(const char *f, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, f);
+	int n = vasprintf(&s, f, ap);
+	va_end(ap);
+	return keep(n < 0 ? NULL : s);
+}
+
+/* The whole file, NUL-terminated, living until the end of the test. */
+static char *slurp(const char *path, size_t *lenp)
+{
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	for (;;) {
+		if (cap - len < 4096) {
+			cap = cap ? 2 * cap : 8192;
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				fclose(f);
+				cr_assert_fail("out of memory");
+			}
+			buf = nb;
+		}
+		size_t n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	int err = ferror(f);
+	fclose(f);
+	buf[len] = '\0';
+	keep(buf);
+	cr_assert_eq(err, 0, "%s: read error", path);
+	if (lenp)
+		*lenp = len;
+	return buf;
+}
+
+struct run {
+	int code;   /* exit status, or 128 + signal */
+	char *out;  /* stdout */
+	char *err;  /* stderr */
+	char *cmd;  /* the arguments, space-joined, for messages only */
+};
+
+/*
+ * Runs $SSTFETCH with args (NULL-terminated, without argv[0]), stdin from
+ * /dev/null and stdout and stderr to files, and waits for it. Fails the test
+ * when the tool reports a sanitizer error, or when it is still running after
+ * RUN_GUARD_S (then it is killed).
+ */
+static void run_tool(struct run *r, const char *const *args)
+{
+	const char *tool = getenv("SSTFETCH");
+	cr_assert(tool && *tool, "SSTFETCH is not set; run the test through "
+	                         "meson test, or set it to build/tools/sstfetch");
+
+	char *argv[MAX_ARGS + 2];
+	size_t argc = 0;
+	argv[argc++] = (char *)tool;
+	size_t cmdlen = strlen("sstfetch") + 1;
+	for (const char *const *a = args; *a; a++) {
+		cr_assert_lt(argc, MAX_ARGS + 1);
+		argv[argc++] = (char *)*a;
+		cmdlen += strlen(*a) + 1;
+	}
+	argv[argc] = NULL;
+	char *cmd = keep(malloc(cmdlen));
+	strcpy(cmd, "sstfetch");
+	for (size_t i = 1; i < argc; i++) {
+		strcat(cmd, " ");
+		strcat(cmd, argv[i]);
+	}
+
+	unsigned id = nruns++;
+	char *outp = fmt("%s/run%u.out", work, id);
+	char *errp = fmt("%s/run%u.err", work, id);
+	int ofd = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int efd = open(errp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int nfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	cr_assert(ofd >= 0 && efd >= 0 && nfd >= 0, "open: %s", strerror(errno));
+
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* Only async-signal-safe calls until exec. The tool dies with
+		 * the test worker, so a crashed test leaks no process. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (dup2(nfd, 0) < 0 || dup2(ofd, 1) < 0 || dup2(efd, 2) < 0)
+			_exit(127);
+		execv(tool, argv);
+		_exit(127);
+	}
+	int fork_err = errno;
+	close(ofd);
+	close(efd);
+	close(nfd);
+	cr_assert_gt(pid, 0, "fork: %s", strerror(fork_err));
+
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int st = 0, hung = 0;
+	for (;;) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR) {
+			int e = errno;
+			kill(pid, SIGKILL);
+			cr_assert_fail("waitpid: %s", strerror(e));
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec > RUN_GUARD_S) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			hung = 1;
+			break;
+		}
+		struct timespec nap = {0, 2 * 1000 * 1000};
+		nanosleep(&nap, NULL);
+	}
+
+	r->code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	r->out = slurp(outp, NULL);
+	r->err = slurp(errp, NULL);
+	r->cmd = cmd;
+	cr_assert(!hung, "%s: still running after %d s, killed; stderr:\n%s",
+	          cmd, RUN_GUARD_S, r->err);
+	cr_assert(!strstr(r->err, "Sanitizer") && !strstr(r->err, "runtime error:"),
+	          "%s: sanitizer report:\n%s", cmd, r->err);
+}
+
+#define RUN(r, ...)                                          \
+	do {                                                     \
+		const char *const args_[] = {__VA_ARGS__, NULL};     \
+		run_tool((r), args_);                                \
+	} while (0)
+
+static void expect_exit(const struct run *r, int code)
+{
+	cr_assert_eq(r->code, code, "%s: exit %d, expected %d; stderr:\n%s\nstdout:\n%s",
+	             r->cmd, r->code, code, r->err, r->out);
+}
+
+static json_t *parse_json(const char *text, const char *what)
+{
+	json_error_t e;
+	json_t *root = json_loads(text, 0, &e);
+	cr_assert_not_null(root, "%s: not JSON (line %d: %s):\n%s", what, e.line,
+	                   e.text, text);
+	cr_assert_lt(njsons, MAX_JSON);
+	jsons[njsons++] = root;
+	cr_assert(json_is_object(root), "%s: not a JSON object", what);
+	return root;
+}
+
+static json_t *jget(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	cr_assert_not_null(v, "JSON: no \"%s\"", key);
+	return v;
+}
+
+static json_t *jobj(json_t *o, const char *key)
+{
+	json_t *v = jget(o, key);
+	cr_assert(json_is_object(v), "JSON: \"%s\" is not an object", key);
+	return v;
+}
+
+static json_int_t jint(json_t *o, const char *key)
+{
+	json_t *v = jget(o, key);
+	cr_assert(json_is_integer(v), "JSON: \"%s\" is not an integer", key);
+	return json_integer_value(v);
+}
+
+static double jnum(json_t *o, const char *key)
+{
+	json_t *v = jget(o, key);
+	cr_assert(json_is_number(v), "JSON: \"%s\" is not a number", key);
+	return json_number_value(v);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	json_t *v = jget(o, key);
+	cr_assert(json_is_string(v), "JSON: \"%s\" is not a string", key);
+	return json_string_value(v);
+}
+
+/* jobs[] of a report, with n entries. */
+static json_t *report_jobs(json_t *root, size_t n)
+{
+	json_t *jobs = jget(root, "jobs");
+	cr_assert(json_is_array(jobs), "JSON: \"jobs\" is not an array");
+	cr_assert_eq(json_array_size(jobs), n, "JSON: %zu jobs, expected %zu",
+	             json_array_size(jobs), n);
+	return jobs;
+}
+
+/* The "job options" value of a job, as the JSON report writes it. */
+static const char *job_opt(json_t *job, const char *key)
+{
+	return jstr(jobj(job, "job options"), key);
+}
+
+/*
+ * A clat_ns or ttfb_ns object: n samples, min <= mean <= max, and fio's 17
+ * percentiles, in fio's order in the document, non-decreasing, each within
+ * [min, max].
+ */
+static void check_lat(json_t *lat, const char *what, json_int_t n)
+{
+	json_int_t min = jint(lat, "min"), max = jint(lat, "max");
+	cr_assert_eq(jint(lat, "N"), n, "%s: N=%" JSON_INTEGER_FORMAT
+	             ", expected %" JSON_INTEGER_FORMAT, what, jint(lat, "N"), n);
+	cr_assert_leq(min, max, "%s: min > max", what);
+	double mean = jnum(lat, "mean");
+	cr_assert(mean >= (double)min && mean <= (double)max,
+	          "%s: mean %f outside [%" JSON_INTEGER_FORMAT ", %"
+	          JSON_INTEGER_FORMAT "]", what, mean, min, max);
+	cr_assert_geq(jnum(lat, "stddev"), 0.0, "%s: negative stddev", what);
+
+	json_t *p = jobj(lat, "percentile");
+	cr_assert_eq(json_object_size(p), NPCT, "%s: %zu percentiles, expected %zu",
+	             what, json_object_size(p), NPCT);
+	/* Key order as the document has it (jansson keeps insertion order). */
+	size_t k = 0;
+	json_int_t prev = min;
+	const char *key;
+	json_t *v;
+	json_object_foreach(p, key, v) {
+		cr_assert_lt(k, NPCT);
+		cr_assert_str_eq(key, pct_keys[k], "%s: percentile %zu is \"%s\", "
+		                 "expected \"%s\"", what, k, key, pct_keys[k]);
+		cr_assert(json_is_integer(v), "%s: percentile %s not an integer",
+		          what, key);
+		json_int_t x = json_integer_value(v);
+		cr_assert(x >= prev, "%s: percentile %s = %" JSON_INTEGER_FORMAT
+		          " is below the one before it (%" JSON_INTEGER_FORMAT ")",
+		          what, key, x, prev);
+		cr_assert_leq(x, max, "%s: percentile %s = %" JSON_INTEGER_FORMAT
+		              " above max %" JSON_INTEGER_FORMAT, what, key, x, max);
+		prev = x;
+		k++;
+	}
+	json_int_t p50 = jint(p, "50.000000");
+	cr_assert(min <= p50 && p50 <= max, "%s: p50 outside [min, max]", what);
+}
+
+/* Path of dataset file number i (1-based, as --gen-dataset names them). */
+static char *set_file(const char *dir, size_t i)
+{
+	return fmt("%s/%06zu.sst", dir, i);
+}
+
+/*
+ * Makes a dataset with the tool in dir and returns its byte count, summed
+ * from the files themselves; the manifest must list n entries and the same
+ * total.
+ */
+static uint64_t gen_dataset(const char *dir, size_t n, const char *filesize,
+                            unsigned long long seed)
+{
+	struct run r;
+	RUN(&r, fmt("--gen-dataset=%s", dir), fmt("--nrfiles=%zu", n),
+	    fmt("--filesize=%s", filesize), fmt("--seed=%llu", seed));
+	expect_exit(&r, 0);
+
+	uint64_t total = 0;
+	for (size_t i = 1; i <= n; i++) {
+		struct stat sb;
+		const char *p = set_file(dir, i);
+		cr_assert_eq(stat(p, &sb), 0, "%s: %s", p, strerror(errno));
+		total += (uint64_t)sb.st_size;
+	}
+	json_t *m = parse_json(slurp(fmt("%s/manifest.json", dir), NULL),
+	                       "manifest.json");
+	json_t *files = jget(m, "files");
+	cr_assert(json_is_array(files));
+	cr_assert_eq(json_array_size(files), n);
+	cr_assert_eq((uint64_t)jint(m, "file_total_size"), total,
+	             "manifest total %" JSON_INTEGER_FORMAT ", files hold %" PRIu64,
+	             jint(m, "file_total_size"), total);
+	return total;
+}
+
+/* work/set with NFILES x FILESIZE, served by nginx. Returns its bytes. */
+static uint64_t serve_dataset(unsigned long long seed)
+{
+	set_dir = fmt("%s/set", work);
+	uint64_t total = gen_dataset(set_dir, NFILES, FILESIZE_TEXT, seed);
+	cr_assert_eq(total, (uint64_t)NFILES * FILESIZE);
+	int err = origin_start(set_dir, &org);
+	cr_assert_eq(err, 0, "nginx did not start: %s", strerror(-err));
+	return total;
+}
+
+/*
+ * dest must hold set_dir's files 1..n byte for byte, except number `missing`
+ * (1-based; 0: none), which must be absent, and nothing else: no other
+ * entry, no temporary.
+ */
+static void check_dest(const char *dest, size_t n, size_t missing)
+{
+	for (size_t i = 1; i <= n; i++) {
+		const char *want = set_file(set_dir, i), *got = set_file(dest, i);
+		if (i == missing) {
+			cr_assert(!ds_exists(got), "%s exists, but its origin file "
+			          "was corrupted", got);
+			continue;
+		}
+		int eq = ds_files_equal(want, got);
+		cr_assert_eq(eq, 1, "%s: %s", got,
+		             eq == 0 ? "differs from the origin's file"
+		                     : strerror(-eq));
+	}
+	DIR *d = opendir(dest);
+	cr_assert_not_null(d, "%s: %s", dest, strerror(errno));
+	size_t count = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			count++;
+	}
+	closedir(d);
+	size_t want = n - (missing ? 1 : 0);
+	cr_assert_eq(count, want, "%s holds %zu entries, expected %zu", dest,
+	             count, want);
+	char first[256] = "";
+	cr_assert_eq(ds_count_temps(dest, first, sizeof(first)), 0,
+	             "temporary left in %s: %s", dest, first);
+}
+
+/* 1 when dir exists and is empty, 0 when it holds something. */
+static int dir_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	cr_assert_not_null(d, "%s: %s", path, strerror(errno));
+	int empty = 1;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			empty = 0;
+	}
+	closedir(d);
+	return empty;
+}
+
+/* Splits s at sep in place; returns the number of fields. */
+static size_t split(char *s, char sep, char **fields, size_t max)
+{
+	size_t n = 0;
+	for (char *p = s;;) {
+		char *q = strchr(p, sep);
+		if (n < max)
+			fields[n] = p;
+		n++;
+		if (!q)
+			break;
+		*q = '\0';
+		p = q + 1;
+	}
+	return n;
+}
+
+/* A whole decimal field of a terse line. */
+static uint64_t field_u64(const char *s, const char *what)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	cr_assert(*s >= '0' && *s <= '9' && *end == '\0' && errno == 0,
+	          "terse %s: \"%s\" is not a whole number", what, s);
+	return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. Job files: [global], two jobs, command-line overrides                 */
+
+Test(cli, jobfile_global_two_jobs_and_cmdline_overrides)
+{
+	serve_dataset(11);
+	const char *jobfile = fmt("%s/two.fio", work);
+	/* The file's source is a port nothing listens on: only the
+	 * command line's --source makes the jobs succeed. */
+	const char *text = fmt(
+		"; two jobs sharing [global]\n"
+		"# both comment styles\n"
+		"[global]\n"
+		"manifest=%s/manifest.json\n"
+		"source=http://127.0.0.1:1\n"
+		"parallel=4\n"
+		"bs=64k\n"
+		"verify=xxh3\n"
+		"\n"
+		"[alpha]\n"
+		"dest=%s/alpha\n"
+		"\n"
+		"; beta differs in its verify and its dest\n"
+		"[beta]\n"
+		"dest=%s/beta-file\n"
+		"verify=xxh128\n",
+		set_dir, work, work);
+	cr_assert_eq(ds_write_file(jobfile, text, strlen(text)), 0);
+
+	/* --source and --bs before any --name override every job; the options
+	 * after --name=beta override beta only. */
+	struct run r;
+	RUN(&r, "--output-format=json", fmt("--source=%s", org->base_url),
+	    "--bs=128k", "--name=beta", "--parallel=3",
+	    fmt("--dest=%s/beta-cli", work), jobfile);
+	expect_exit(&r, 0);
+
+	json_t *jobs = report_jobs(parse_json(r.out, "report"), 2);
+	json_t *alpha = json_array_get(jobs, 0), *beta = json_array_get(jobs, 1);
+	cr_assert_str_eq(jstr(alpha, "jobname"), "alpha");
+	cr_assert_str_eq(jstr(beta, "jobname"), "beta");
+	for (size_t i = 0; i < 2; i++) {
+		json_t *j = json_array_get(jobs, i);
+		json_t *files = jobj(j, "files");
+		cr_assert_eq(jint(j, "error"), 0, "job %zu: error", i);
+		cr_assert_eq(jint(files, "ok"), NFILES, "job %zu: files ok %"
+		             JSON_INTEGER_FORMAT, i, jint(files, "ok"));
+		cr_assert_eq(jint(files, "failed"), 0);
+		cr_assert_str_eq(job_opt(j, "source"), org->base_url);
+		cr_assert_str_eq(job_opt(j, "bs"), "131072");
+		cr_assert_str_eq(job_opt(j, "manifest"),
+		                 fmt("%s/manifest.json", set_dir));
+	}
+	/* [global] holds for alpha; beta's own section and its --name
+	 * options win over it. */
+	cr_assert_str_eq(job_opt(alpha, "parallel"), "4");
+	cr_assert_str_eq(job_opt(alpha, "verify"), "xxh3");
+	cr_assert_str_eq(job_opt(alpha, "dest"), fmt("%s/alpha", work));
+	cr_assert_str_eq(job_opt(beta, "parallel"), "3");
+	cr_assert_str_eq(job_opt(beta, "verify"), "xxh128");
+	cr_assert_str_eq(job_opt(beta, "dest"), fmt("%s/beta-cli", work));
+
+	check_dest(fmt("%s/alpha", work), NFILES, 0);
+	check_dest(fmt("%s/beta-cli", work), NFILES, 0);
+	cr_assert(!ds_exists(fmt("%s/beta-file", work)),
+	          "beta used the job file's dest, not --dest");
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. The JSON report, checked against the dataset                          */
+
+Test(cli, json_report_matches_dataset)
+{
+	/* Sizes drawn from a range, so that the byte count is not n x size. */
+	set_dir = fmt("%s/set", work);
+	uint64_t bytes = gen_dataset(set_dir, NFILES, "1:512k", 22);
+	int err = origin_start(set_dir, &org);
+	cr_assert_eq(err, 0, "nginx did not start: %s", strerror(-err));
+	const char *dest = fmt("%s/dest", work);
+
+	struct run r;
+	RUN(&r, "--name=json-check", fmt("--manifest=%s/manifest.json", set_dir),
+	    fmt("--source=%s", org->base_url), fmt("--dest=%s", dest),
+	    "--parallel=8", "--output-format=json");
+	expect_exit(&r, 0);
+	/* stderr is a file here: no live status line, and nothing else. */
+	cr_assert_str_empty(r.err, "stderr not empty:\n%s", r.err);
+
+	json_t *root = parse_json(r.out, "report");
+	const char *version = jstr(root, "sstfetch version");
+	cr_assert(strncmp(version, "sstfetch-", 9) == 0 && version[9],
+	          "\"sstfetch version\" is \"%s\"", version);
+
+	json_t *job = json_array_get(report_jobs(root, 1), 0);
+	cr_assert_str_eq(jstr(job, "jobname"), "json-check");
+	cr_assert_eq(jint(job, "error"), 0);
+	json_int_t runtime = jint(job, "job_runtime");
+	cr_assert_gt(runtime, 0, "job_runtime %" JSON_INTEGER_FORMAT, runtime);
+	cr_assert_geq(jnum(job, "usr_cpu"), 0.0);
+	cr_assert_geq(jnum(job, "sys_cpu"), 0.0);
+	cr_assert_eq(jint(job, "cancels"), 0);
+
+	json_t *files = jobj(job, "files");
+	cr_assert_eq(jint(files, "ok"), NFILES);
+	cr_assert_eq(jint(files, "failed"), 0);
+	cr_assert_eq(jint(files, "skipped"), 0);
+	cr_assert_eq(jint(files, "total"), NFILES);
+
+	json_t *w = jobj(job, "write");
+	json_int_t io = jint(w, "io_bytes");
+	cr_assert_eq((uint64_t)io, bytes, "write.io_bytes %" JSON_INTEGER_FORMAT
+	             ", the dataset holds %" PRIu64, io, bytes);
+	cr_assert_eq(jint(w, "runtime"), runtime);
+	/* bw_bytes = io_bytes / runtime, where job_runtime is the runtime
+	 * truncated to ms: between the rates over runtime + 1 ms and
+	 * runtime. */
+	json_int_t bw = jint(w, "bw_bytes");
+	double lo = (double)io * 1000.0 / (double)(runtime + 1);
+	double hi = (double)io * 1000.0 / (double)runtime;
+	cr_assert((double)bw >= lo - 1 && (double)bw <= hi + 1,
+	          "bw_bytes %" JSON_INTEGER_FORMAT " is not io_bytes / runtime "
+	          "(%.0f..%.0f)", bw, lo, hi);
+	check_lat(jobj(w, "clat_ns"), "write.clat_ns", NFILES);
+	check_lat(jobj(jobj(job, "net"), "ttfb_ns"), "net.ttfb_ns", NFILES);
+
+	json_t *v = jobj(job, "verify");
+	cr_assert_eq((uint64_t)jint(v, "bytes"), bytes, "verify.bytes %"
+	             JSON_INTEGER_FORMAT ", the dataset holds %" PRIu64,
+	             jint(v, "bytes"), bytes);
+	cr_assert_eq(jint(v, "errors"), 0);
+
+	check_dest(dest, NFILES, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. cancel_at=50: one restart, every file verified                        */
+
+Test(cli, cancel_at_50_restarts_once_and_verifies_every_file)
+{
+	uint64_t bytes = serve_dataset(33);
+	const char *dest = fmt("%s/dest", work);
+
+	struct run r;
+	RUN(&r, fmt("--manifest=%s/manifest.json", set_dir),
+	    fmt("--source=%s", org->base_url), fmt("--dest=%s", dest),
+	    "--cancel_at=50", "--parallel=4", "--output-format=json");
+	expect_exit(&r, 0);
+
+	json_t *job = json_array_get(report_jobs(parse_json(r.out, "report"), 1), 0);
+	cr_assert_eq(jint(job, "error"), 0);
+	cr_assert_eq(jint(job, "cancels"), 1, "cancels %" JSON_INTEGER_FORMAT
+	             ", expected 1", jint(job, "cancels"));
+	json_t *files = jobj(job, "files");
+	cr_assert_eq(jint(files, "ok"), NFILES);
+	cr_assert_eq(jint(files, "failed"), 0);
+	cr_assert_eq(jint(files, "skipped"), 0);
+	json_t *v = jobj(job, "verify");
+	cr_assert_eq(jint(v, "errors"), 0);
+	/* Files published before the cancel are verified again by the
+	 * second generation. */
+	cr_assert_geq((uint64_t)jint(v, "bytes"), bytes);
+	/* The cancelled generation wrote at least half the bytes before the
+	 * whole set was written again. */
+	json_int_t io = jint(jobj(job, "write"), "io_bytes");
+	cr_assert_geq((uint64_t)io, bytes + bytes / 2, "io_bytes %"
+	              JSON_INTEGER_FORMAT ": the cancel came before 50%%", io);
+
+	check_dest(dest, NFILES, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. Usage errors: exit 2, named, nothing created                          */
+
+Test(cli, bad_options_exit_2_and_name_the_option)
+{
+	set_dir = fmt("%s/set", work);
+	gen_dataset(set_dir, 2, "4k", 44);
+	const char *manifest = fmt("--manifest=%s/manifest.json", set_dir);
+	const char *source = fmt("--source=file://%s", set_dir);
+	const char *dest = fmt("%s/dest", work);
+	const char *dest_arg = fmt("--dest=%s", dest);
+
+	static const struct {
+		const char *arg;
+		const char *names; /* the option, as the message must name it */
+		const char *form;  /* a word of the accepted form */
+	} cases[] = {
+		{"--bogus=1", "--bogus", "unknown option"},
+		{"--parallel=abc", "--parallel=abc", "integer"},
+		{"--bs=3k", "--bs=3k", "power of two"},
+		{"--verify=md5", "--verify=md5", "xxh128"},
+		{"--rate=1m", "--rate", "not supported"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct run r;
+		RUN(&r, manifest, source, dest_arg, cases[i].arg);
+		expect_exit(&r, 2);
+		cr_assert(strstr(r.err, cases[i].names),
+		          "%s: stderr does not name %s:\n%s", r.cmd, cases[i].names,
+		          r.err);
+		cr_assert(strstr(r.err, cases[i].form),
+		          "%s: stderr does not say \"%s\":\n%s", r.cmd, cases[i].form,
+		          r.err);
+		cr_assert(!ds_exists(dest), "%s: created %s", r.cmd, dest);
+	}
+
+	/* The same in a job file: named with the file and line. */
+	const char *jobfile = fmt("%s/bad.fio", work);
+	const char *text = fmt("[global]\nmanifest=%s/manifest.json\n"
+	                       "source=file://%s\n[job]\ndest=%s\nbs=3k\n",
+	                       set_dir, set_dir, dest);
+	cr_assert_eq(ds_write_file(jobfile, text, strlen(text)), 0);
+	struct run r;
+	RUN(&r, jobfile);
+	expect_exit(&r, 2);
+	const char *where = fmt("%s:6: bs=3k", jobfile);
+	cr_assert(strstr(r.err, where), "stderr does not name %s:\n%s", where,
+	          r.err);
+	cr_assert(!ds_exists(dest), "created %s", dest);
+}
+
+/* Writes a manifest of "ok.sst" and `bad`, with lengths only. */
+static const char *bad_manifest(const char *bad)
+{
+	const char *src = fmt("%s/src", work);
+	cr_assert_eq(ds_mkdirs(src), 0);
+	cr_assert_eq(ds_write_random(fmt("%s/ok.sst", src), 4096, 1), 0);
+	const char *path = fmt("%s/bad.json", work);
+	const char *text = fmt("{\"files\": [{\"name\": \"ok.sst\", \"size\": 4096},"
+	                       " {\"name\": \"%s\", \"size\": 4096}]}", bad);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	return path;
+}
+
+Test(cli, manifest_dotdot_entry_exits_2_naming_it)
+{
+	/* verify=none: entries need no digest, so only the name can be
+	 * what is refused. */
+	const char *manifest = bad_manifest("../x");
+	const char *dest = fmt("%s/dest", work);
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", manifest),
+	    fmt("--source=file://%s/src", work), fmt("--dest=%s", dest),
+	    "--verify=none");
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, "../x"), "stderr does not name \"../x\":\n%s",
+	          r.err);
+	cr_assert(!ds_exists(dest), "created %s", dest);
+	cr_assert(!ds_exists(fmt("%s/x", work)), "created %s/x", work);
+}
+
+Test(cli, manifest_absolute_entry_exits_2_naming_it)
+{
+	const char *manifest = bad_manifest("/etc/x");
+	const char *dest = fmt("%s/dest", work);
+	cr_assert_eq(ds_mkdirs(dest), 0);
+	int etc_x = ds_exists("/etc/x");
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", manifest),
+	    fmt("--source=file://%s/src", work), fmt("--dest=%s", dest),
+	    "--verify=none");
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, "/etc/x"), "stderr does not name \"/etc/x\":\n%s",
+	          r.err);
+	cr_assert(dir_empty(dest), "%s is not empty", dest);
+	cr_assert_eq(ds_exists("/etc/x"), etc_x, "/etc/x appeared");
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. Terse output                                                          */
+
+Test(cli, terse_one_line_per_job_with_the_documented_fields)
+{
+	uint64_t bytes = serve_dataset(55);
+	const char *jobnames[2] = {"first", "second"};
+
+	struct run r;
+	RUN(&r, fmt("--manifest=%s/manifest.json", set_dir),
+	    fmt("--source=%s", org->base_url), "--output-format=terse",
+	    "--name=first", fmt("--dest=%s/d1", work),
+	    "--name=second", fmt("--dest=%s/d2", work));
+	expect_exit(&r, 0);
+
+	char *lines[4];
+	size_t len = strlen(r.out);
+	cr_assert(len > 0 && r.out[len - 1] == '\n', "terse output does not end "
+	          "with a newline:\n%s", r.out);
+	r.out[len - 1] = '\0';
+	size_t nlines = split(r.out, '\n', lines, 4);
+	cr_assert_eq(nlines, 2, "%zu terse lines, expected 2", nlines);
+
+	for (size_t j = 0; j < 2; j++) {
+		char *f[T_NFIELDS + 1];
+		size_t n = split(lines[j], ';', f, T_NFIELDS + 1);
+		cr_assert_eq(n, T_NFIELDS, "line %zu: %zu fields, expected %d", j, n,
+		             T_NFIELDS);
+		cr_assert_str_eq(f[T_VERSION], "1");
+		cr_assert(strncmp(f[T_TOOL], "sstfetch-", 9) == 0, "tool: %s",
+		          f[T_TOOL]);
+		cr_assert_str_eq(f[T_JOBNAME], jobnames[j]);
+		cr_assert_str_eq(f[T_ERROR], "0");
+		cr_assert_eq(field_u64(f[T_FILES_OK], "files_ok"), NFILES);
+		cr_assert_eq(field_u64(f[T_FILES_FAILED], "files_failed"), 0);
+		cr_assert_eq(field_u64(f[T_FILES_SKIPPED], "files_skipped"), 0);
+		cr_assert_eq(field_u64(f[T_FILES_TOTAL], "files_total"), NFILES);
+		cr_assert_eq(field_u64(f[T_IO_BYTES], "io_bytes"), bytes,
+		             "io_bytes field \"%s\", the dataset holds %" PRIu64,
+		             f[T_IO_BYTES], bytes);
+		field_u64(f[T_BW_BYTES], "bw_bytes");
+		field_u64(f[T_RUNTIME_MS], "runtime_ms");
+		for (int lat = T_CLAT; lat <= T_TTFB; lat += T_TTFB - T_CLAT) {
+			uint64_t min = field_u64(f[lat], "lat min");
+			uint64_t max = field_u64(f[lat + 1], "lat max");
+			cr_assert_eq(field_u64(f[lat + 4], "lat n"), NFILES);
+			uint64_t prev = min;
+			for (size_t k = 0; k < NPCT; k++) {
+				/* "P%=VALUE", P as fio prints it. */
+				const char *pf = f[lat + 5 + (int)k];
+				const char *want = fmt("%s%%=", pct_keys[k]);
+				cr_assert(strncmp(pf, want, strlen(want)) == 0,
+				          "percentile field %zu is \"%s\", expected %s...",
+				          k, pf, want);
+				uint64_t x = field_u64(pf + strlen(want), "percentile");
+				cr_assert(x >= prev && x <= max, "percentile %s out of order",
+				          pf);
+				prev = x;
+			}
+		}
+		cr_assert_eq(field_u64(f[T_CANCELS], "cancels"), 0);
+		cr_assert_eq(field_u64(f[T_VERIFY_BYTES], "verify_bytes"), bytes);
+		cr_assert_eq(field_u64(f[T_VERIFY_ERRORS], "verify_errors"), 0);
+		cr_assert_eq(field_u64(f[T_LOOPS], "loops"), 1);
+	}
+	check_dest(fmt("%s/d1", work), NFILES, 0);
+	check_dest(fmt("%s/d2", work), NFILES, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 6. A corrupted origin file fails alone                                   */
+
+Test(cli, corrupted_origin_file_fails_alone_exit_1)
+{
+	serve_dataset(66);
+	/* After the manifest was written: its digest no longer matches. */
+	enum { BAD = 17 };
+	const char *victim = set_file(set_dir, BAD);
+	int fd = open(victim, O_RDWR);
+	cr_assert_geq(fd, 0, "%s: %s", victim, strerror(errno));
+	unsigned char c;
+	off_t at = FILESIZE / 2 + 3;
+	cr_assert_eq(pread(fd, &c, 1, at), 1);
+	c ^= 0x20;
+	cr_assert_eq(pwrite(fd, &c, 1, at), 1);
+	close(fd);
+
+	const char *dest = fmt("%s/dest", work);
+	const char *report = fmt("%s/report.json", work);
+	struct run r;
+	RUN(&r, fmt("--manifest=%s/manifest.json", set_dir),
+	    fmt("--source=%s", org->base_url), fmt("--dest=%s", dest),
+	    "--output-format=json", fmt("--output=%s", report));
+	expect_exit(&r, 1);
+	cr_assert_str_empty(r.out, "--output given, yet stdout has:\n%s", r.out);
+
+	json_t *job = json_array_get(report_jobs(parse_json(slurp(report, NULL),
+	                                                    "report"), 1), 0);
+	cr_assert_neq(jint(job, "error"), 0);
+	json_t *files = jobj(job, "files");
+	cr_assert_eq(jint(files, "ok"), NFILES - 1);
+	cr_assert_eq(jint(files, "failed"), 1);
+	cr_assert_eq(jint(files, "skipped"), 0);
+	cr_assert_eq(jint(jobj(job, "verify"), "errors"), 1);
+	cr_assert_eq((uint64_t)jint(jobj(job, "verify"), "bytes"),
+	             (uint64_t)(NFILES - 1) * FILESIZE);
+	json_t *fails = jget(job, "failures");
+	cr_assert(json_is_array(fails) && json_array_size(fails) == 1,
+	          "failures: expected one entry");
+	cr_assert_str_eq(jstr(json_array_get(fails, 0), "name"),
+	                 fmt("%06d.sst", BAD));
+
+	check_dest(dest, NFILES, BAD);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 7. Seeded datasets repeat                                                */
+
+static void expect_same_tree(const char *a, const char *b, size_t n, int same)
+{
+	int eq = ds_files_equal(fmt("%s/manifest.json", a),
+	                        fmt("%s/manifest.json", b));
+	cr_assert_eq(eq, same, "manifests of %s and %s %s", a, b,
+	             same ? "differ" : "are identical");
+	size_t equal = 0;
+	for (size_t i = 1; i <= n; i++) {
+		eq = ds_files_equal(set_file(a, i), set_file(b, i));
+		cr_assert_geq(eq, 0, "%s: %s", set_file(b, i), strerror(-eq));
+		equal += (size_t)eq;
+	}
+	if (same)
+		cr_assert_eq(equal, n, "%zu of %zu files differ", n - equal, n);
+	else
+		cr_assert_eq(equal, 0, "%zu of %zu files are identical", equal, n);
+}
+
+Test(cli, gen_dataset_same_seed_same_bytes_and_manifest)
+{
+	const char *a = fmt("%s/a", work), *b = fmt("%s/b", work),
+	           *c = fmt("%s/c", work);
+	uint64_t ta = gen_dataset(a, 16, "1:300k", 77);
+	uint64_t tb = gen_dataset(b, 16, "1:300k", 77);
+	gen_dataset(c, 16, "1:300k", 78);
+	cr_assert_eq(ta, tb);
+	for (size_t i = 1; i <= 16; i++) {
+		struct stat sb;
+		cr_assert_eq(stat(set_file(a, i), &sb), 0);
+		cr_assert(sb.st_size >= 1 && sb.st_size <= 300 * 1024,
+		          "%s: %jd bytes, outside 1:300k", set_file(a, i),
+		          (intmax_t)sb.st_size);
+	}
+	expect_same_tree(a, b, 16, 1);
+	/* And the seed matters. */
+	expect_same_tree(a, c, 16, 0);
+}
