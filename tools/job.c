@@ -4,9 +4,15 @@
  * Threads. The engine's callbacks run on its loop thread; they only record
  * into a struct tracker, under its lock, and signal its condition variable.
  * The main thread waits on that variable (100 ms at most, to notice SIGINT
- * and redraw the status line), and it alone calls sstf_cancel() and
- * sstf_submit(). It never holds the tracker's lock while calling into the
- * engine: sstf_cancel() waits for on_batch_done, which takes that lock.
+ * and redraw the status line), and it alone calls sstf_submit() and the
+ * blocking sstf_cancel() of an interrupt. It never holds the tracker's lock
+ * while calling into the engine: sstf_cancel() waits for on_batch_done,
+ * which takes that lock.
+ *
+ * cancel_at is the one cancel started on the loop thread: the callback that
+ * first sees the mark crossed calls sstf_cancel(), which there only starts
+ * the cancel (-EINPROGRESS). Started from the main thread instead, a cancel
+ * could arrive after the generation had already ended.
  */
 #include "job.h"
 
@@ -124,8 +130,9 @@ struct tracker {
 	struct outcome *files;
 	size_t nfiles;
 	int ended;
-	uint64_t cancel_bytes; /* nonzero: raise cancel_due at this many */
-	int cancel_due;
+	uint64_t cancel_bytes; /* nonzero: cancel once this many are written */
+	int cancel_due;        /* the cancel was started */
+	sstf_engine *engine;
 
 	/* Every generation of the job. */
 	struct samples clat, ttfb;
@@ -145,6 +152,22 @@ static int push(struct samples *s, uint64_t v)
 	}
 	s->v[s->n++] = v;
 	return 0;
+}
+
+/* Loop thread: starts the cancel_at cancel when `bytes` crossed the mark. */
+static void maybe_cancel(struct tracker *tr, uint64_t gen, uint64_t bytes)
+{
+	pthread_mutex_lock(&tr->lock);
+	int due = tr->cancel_bytes && !tr->cancel_due && bytes >= tr->cancel_bytes;
+	if (due)
+		tr->cancel_due = 1;
+	pthread_mutex_unlock(&tr->lock);
+	if (!due)
+		return;
+	sstf_cancel(tr->engine, gen); /* -EINPROGRESS: batch-done says the rest */
+	pthread_mutex_lock(&tr->lock);
+	pthread_cond_signal(&tr->cond);
+	pthread_mutex_unlock(&tr->lock);
 }
 
 static void on_file_done(void *user, uint64_t gen,
@@ -174,18 +197,15 @@ static void on_file_done(void *user, uint64_t gen,
 	}
 	pthread_mutex_unlock(&tr->lock);
 	free(detail);
+	/* Progress callbacks are rate-limited; a file's end always looks. */
+	struct sstf_progress p;
+	if (tr->cancel_bytes && sstf_progress(tr->engine, gen, &p) == 0)
+		maybe_cancel(tr, gen, p.bytes_done);
 }
 
 static void on_progress(void *user, uint64_t gen, const struct sstf_progress *p)
 {
-	struct tracker *tr = user;
-
-	pthread_mutex_lock(&tr->lock);
-	if (tr->cancel_bytes && !tr->cancel_due && p->bytes_done >= tr->cancel_bytes) {
-		tr->cancel_due = 1;
-		pthread_cond_signal(&tr->cond);
-	}
-	pthread_mutex_unlock(&tr->lock);
+	maybe_cancel(user, gen, p->bytes_done);
 }
 
 static void on_batch_done(void *user, uint64_t gen, int result)
@@ -473,22 +493,18 @@ static int run_loop(struct loop_ctx *c)
 			c->rep->interrupted = 1;
 			ev = EV_ENDED;
 		}
-		if (ev & EV_ENDED) {
-			rc = sstf_wait(c->engine, gen, -1);
-			c->rep->io_bytes += gen_bytes(c->engine, gen);
-			c->st->bytes_done += gen_bytes(c->engine, gen);
-			return rc;
-		}
+		/* Before EV_ENDED: the cancelled generation may have ended
+		 * already, and it still has to be started over. */
 		if (ev & EV_CANCEL_DUE) {
-			/* The replica restart: cancel from this thread, which
-			 * blocks until nothing of the generation is left, then
-			 * start over with the whole set. */
-			sstf_cancel(c->engine, gen);
+			/* The replica restart: a callback started the cancel;
+			 * once nothing of the generation is left, start over
+			 * with the whole set. */
 			rc = sstf_wait(c->engine, gen, -1);
 			c->rep->io_bytes += gen_bytes(c->engine, gen);
 			if (rc != -ECANCELED) {
-				/* It ended on its own before the cancel landed:
-				 * nothing to restart, and no cancel counted. */
+				/* The engine ends a generation cancelled once a
+				 * cancel was started; anything else is its own
+				 * result, reported as is. */
 				c->st->bytes_done += gen_bytes(c->engine, gen);
 				return rc;
 			}
@@ -496,6 +512,12 @@ static int run_loop(struct loop_ctx *c)
 			if (rc)
 				return rc;
 			continue;
+		}
+		if (ev & EV_ENDED) {
+			rc = sstf_wait(c->engine, gen, -1);
+			c->rep->io_bytes += gen_bytes(c->engine, gen);
+			c->st->bytes_done += gen_bytes(c->engine, gen);
+			return rc;
 		}
 		if (now_s() >= next_draw) {
 			draw(c, gen);
@@ -549,6 +571,7 @@ void job_run(const struct job *job, size_t index, struct status *st,
 		        job->o.name, sstf_strerror(rc));
 		goto cannot_start;
 	}
+	tr.engine = engine; /* before any callback can run */
 
 	struct loop_ctx c = {
 		.job = job,
