@@ -9,13 +9,23 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* Copies s into out, truncated and NUL-terminated. */
+static void copy_str(char *out, size_t len, const char *s)
+{
+	if (!len)
+		return;
+	size_t n = strnlen(s, len - 1);
+	memcpy(out, s, n);
+	out[n] = '\0';
+}
+
 int mkdir_p(const char *dir, char *failed, size_t len)
 {
 	char path[PATH_MAX];
 	size_t n = strlen(dir);
 	struct stat st;
 
-	snprintf(failed, len, "%s", dir);
+	copy_str(failed, len, dir);
 	if (n >= sizeof(path))
 		return -ENAMETOOLONG;
 	memcpy(path, dir, n + 1);
@@ -30,7 +40,7 @@ int mkdir_p(const char *dir, char *failed, size_t len)
 		path[i] = '\0';
 		if (mkdir(path, 0777) != 0 && errno != EEXIST) {
 			int err = errno;
-			snprintf(failed, len, "%s", path);
+			copy_str(failed, len, path);
 			return -err;
 		}
 		path[i] = saved;
