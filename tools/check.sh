@@ -15,9 +15,18 @@ cd "$repo"
 steps=("$@")
 ((${#steps[@]})) || steps=(normal asan tsan)
 
+# Sets up (or reconfigures) a build dir with $CC. Meson keeps the compiler a
+# dir was made with, so a dir made with another one is wiped first.
 setup() {
 	local dir=$1
 	shift
+	if [[ -f "$dir/build.ninja" ]]; then
+		local have
+		# "C compiler for the host machine: clang (clang 14.0.6 ...)"
+		have=$(sed -n 's/^C compiler for the host machine: \([^ ]*\).*/\1/p' \
+			"$dir/meson-logs/meson-log.txt" 2>/dev/null | head -n 1)
+		[[ "$have" == "$CC" ]] || rm -rf "$dir"
+	fi
 	if [[ -f "$dir/build.ninja" ]]; then
 		meson setup --reconfigure "$dir" "$@" >/dev/null
 	else
