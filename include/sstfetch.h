@@ -294,7 +294,7 @@ struct sstf_batch {
  * error. When sstf_submit() returns an error, no callback of the batch is
  * ever called. An empty batch is valid; it completes at once.
  *
- * Files of a generation are written under temporary names (".NAME.sstf-GEN")
+ * Files of a generation are written under temporary names (".sstf-GEN-INDEX.tmp")
  * in their destination directory and renamed to NAME once verified. A file
  * that fails or is cancelled leaves nothing under NAME and no temporary file.
  * An existing file named NAME is replaced, atomically, only by a verified one.
