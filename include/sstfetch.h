@@ -172,7 +172,7 @@ typedef struct sstf_engine sstf_engine;
  * defaults; it is copied, and so is the allocator struct it points to.
  *
  * Returns 0 and stores the engine in *out, or a negative error: -EINVAL for
- * a bad config value, -ENOMEM, or the error io_uring or libcurl setup met.
+ * a bad config value (sstf_config_check() names it), -ENOMEM, or the error io_uring or libcurl setup met.
  * On error *out is left untouched and nothing is left running.
  *
  * Any thread except an engine's loop thread.
