@@ -356,8 +356,8 @@ static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
 			sstf__filesrc_on_read(e, x, sstf__tag_aux(ud), res);
 		else
 			sstf__xfer_on_cqe(e, x, op, sstf__tag_aux(ud), res);
-		if (x->gen)
-			sstf__engine_gen_check(e, x->gen);
+		/* A generation can only end with its last transfer, whose
+		 * finish() checks it: nothing to check here. */
 		break;
 	}
 	case SSTF__SLOT_KINDS:
