@@ -231,6 +231,7 @@ static void cancel_gen(struct sstf_engine *e, struct sstf__gen *g)
 /* Takes what other threads (or callbacks) asked for since the last turn. */
 static void take_commands(struct sstf_engine *e)
 {
+	e->local_command = false;
 	pthread_mutex_lock(&e->lock);
 	struct sstf__gen *submits = e->cmd_head, *cancels = e->cancel_head;
 	e->cmd_head = e->cmd_tail = NULL;
@@ -365,6 +366,21 @@ static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
 	}
 }
 
+/*
+ * True when the loop has work it can do now, without a completion: curl
+ * ran and may hold a finished transfer, a callback queued a command, or
+ * curl's timer is due.
+ */
+static bool work_ready(struct sstf_engine *e)
+{
+	if (e->curl_ran || e->local_command)
+		return true;
+	return e->timer_deadline_ns && e->timer_deadline_ns <= sstf__now_ns();
+}
+
+/* Passes of the loop's run phase before completions get their turn. */
+#define MAX_PASSES 8
+
 static void *loop_main(void *arg)
 {
 	struct sstf_engine *e = arg;
@@ -393,19 +409,29 @@ static void *loop_main(void *arg)
 		return NULL;
 
 	for (;;) {
-		take_commands(e);
-		if (e->stopping && all_ended(e))
-			break;
-		sstf__http_tick(e);
-		sstf__http_collect(e);
-		resume_paused(e);
-		start_pending(e);
-		sstf__http_collect(e);
-		sstf__http_tick(e);
+		/*
+		 * Invariant 9: run everything that can make progress until
+		 * nothing is left that could run without waiting, and only
+		 * then sleep. Each pass may create work for the next (a
+		 * collected transfer frees a slot and runs callbacks that
+		 * submit; starting a transfer arms curl's timer at 0), so
+		 * passes repeat; a cap keeps completions from starving.
+		 */
+		int pass = 0;
+		bool more;
+		do {
+			take_commands(e);
+			if (e->stopping && all_ended(e))
+				return NULL;
+			sstf__http_tick(e);
+			sstf__http_collect(e);
+			resume_paused(e);
+			start_pending(e);
+			sstf__http_collect(e);
+			more = work_ready(e);
+		} while (more && ++pass < MAX_PASSES);
 
-		/* curl asked to run now (timeout 0): do not sleep. */
-		bool due = e->timer_deadline_ns && e->timer_deadline_ns <= sstf__now_ns();
-		if (due)
+		if (more)
 			io_uring_submit_and_get_events(&e->ring);
 		else
 			io_uring_submit_and_wait(&e->ring, 1);
@@ -417,7 +443,6 @@ static void *loop_main(void *arg)
 			io_uring_cqe_seen(&e->ring, cqe);
 			dispatch(e, ud, res);
 		}
-		sstf__http_collect(e);
 		atomic_store_explicit(&e->buffers_peak, e->pool.used_peak,
 		                      memory_order_relaxed);
 	}
@@ -677,7 +702,11 @@ int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
 	e->cmd_tail = g;
 	pthread_mutex_unlock(&e->lock);
 	*gen = id;
-	if (!on_loop_thread(e))
+	/* From a callback the loop is running: it takes the command before
+	 * it sleeps again, because of the flag. */
+	if (on_loop_thread(e))
+		e->local_command = true;
+	else
 		wake(e);
 	return 0;
 }
@@ -713,6 +742,7 @@ int sstf_cancel(sstf_engine *e, uint64_t id)
 	}
 	if (loop) {
 		pthread_mutex_unlock(&e->lock);
+		e->local_command = true; /* taken before the loop sleeps */
 		return -EINPROGRESS;
 	}
 	g->waiters++;

@@ -185,6 +185,7 @@ static int attach(struct sstf_engine *e, struct sstf__xfer *x)
 	curl_easy_setopt(x->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)x->received);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)(uintptr_t)x->slot->tag);
 	CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
+	e->curl_ran = true;
 	if (mc != CURLM_OK) {
 		snprintf(x->detail, sizeof(x->detail), "%s", curl_multi_strerror(mc));
 		return -SSTF_ETRANSFER;
@@ -253,14 +254,19 @@ static bool schedule_retry(struct sstf_engine *e, struct sstf__xfer *x)
 
 void sstf__http_resume(struct sstf_engine *e, struct sstf__xfer *x)
 {
-	if (x->curl_attached)
+	if (x->curl_attached) {
+		/* Unpausing delivers buffered bytes at once, and may end the
+		 * transfer right here. */
 		curl_easy_pause(x->easy, CURLPAUSE_CONT);
+		e->curl_ran = true;
+	}
 }
 
 void sstf__http_collect(struct sstf_engine *e)
 {
 	CURLMsg *m;
 	int left;
+	e->curl_ran = false;
 	while ((m = curl_multi_info_read(e->multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
@@ -292,10 +298,13 @@ void sstf__http_collect(struct sstf_engine *e)
 	}
 }
 
+/* Every call into curl that can end a transfer marks curl_ran, so that the
+ * loop collects before it sleeps (invariant 9). */
 static void socket_action(struct sstf_engine *e, curl_socket_t fd, int ev)
 {
 	int running;
 	curl_multi_socket_action(e->multi, fd, ev, &running);
+	e->curl_ran = true;
 }
 
 void sstf__http_on_cqe(struct sstf_engine *e, struct sstf__slot *s,

@@ -367,7 +367,8 @@ void sstf__http_on_timer(struct sstf_engine *e, int res);
  * due; arms the ring timer for the next of those deadlines.
  */
 void sstf__http_tick(struct sstf_engine *e);
-/* Hands finished transfers (curl_multi_info_read) to their sinks. */
+/* Hands finished transfers (curl_multi_info_read) to their sinks, and
+ * clears curl_ran. */
 void sstf__http_collect(struct sstf_engine *e);
 
 /* ------------------------------------------------------------------------ */
@@ -436,6 +437,10 @@ struct sstf_engine {
 	struct sstf__xfer *pause_head, *pause_tail;
 	unsigned retry_waiting; /* transfers with retry_wait set */
 	bool stopping;
+	/* Invariant 9: the loop sleeps only when both are false. */
+	bool curl_ran;      /* curl ran since the last collect: a transfer may
+	                       have ended, its DONE message not yet read */
+	bool local_command; /* a callback queued a submit or cancel */
 
 	_Atomic uint64_t cancels;
 	_Atomic uint64_t retries;
