@@ -109,9 +109,9 @@ static void end_gen(struct sstf_engine *e, struct sstf__gen *g)
 	bool cancelled = g->state == SSTF__GEN_CANCELLING ||
 	                 atomic_load(&g->cancel_requested);
 	int result = cancelled ? -ECANCELED : g->first_error;
-	if (g->dirfd >= 0)
-		close(g->dirfd);
-	g->dirfd = -1;
+	/* Before the callback: a batch it submits into the same directory
+	 * then finds no lock and no temporary of ours. */
+	sstf__dest_release(g);
 	if (g->on_batch_done)
 		g->on_batch_done(g->user, g->id, result);
 	sstf__gen_free_arena(&e->alloc, g);
@@ -161,8 +161,22 @@ void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
 		.fetch_ns = now - x->t_start,
 		.retries = x->retries,
 		.detail = result ? x->detail : "",
+		.skipped = x->skipped,
+		.resumed_from = x->resumed_from,
 	};
 	g->on_file_done(g->user, g->id, &r);
+}
+
+/* A snapshot of g's counters; any thread holding a reference to g. */
+static void sstf__gen_progress(struct sstf__gen *g, struct sstf_progress *p)
+{
+	p->bytes_done = atomic_load_explicit(&g->bytes_done, memory_order_relaxed);
+	p->bytes_total = g->bytes_total;
+	p->files_done = atomic_load_explicit(&g->files_done, memory_order_relaxed);
+	p->files_failed = atomic_load_explicit(&g->files_failed, memory_order_relaxed);
+	p->files_total = g->files_total;
+	p->files_skipped = atomic_load_explicit(&g->files_skipped, memory_order_relaxed);
+	p->bytes_present = atomic_load_explicit(&g->bytes_present, memory_order_relaxed);
 }
 
 void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g)
@@ -173,13 +187,8 @@ void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g)
 	if (now - g->last_progress_ns < (uint64_t)e->cfg.progress_interval_ms * 1000000u)
 		return;
 	g->last_progress_ns = now;
-	struct sstf_progress p = {
-		.bytes_done = atomic_load_explicit(&g->bytes_done, memory_order_relaxed),
-		.bytes_total = g->bytes_total,
-		.files_done = atomic_load_explicit(&g->files_done, memory_order_relaxed),
-		.files_failed = atomic_load_explicit(&g->files_failed, memory_order_relaxed),
-		.files_total = g->files_total,
-	};
+	struct sstf_progress p;
+	sstf__gen_progress(g, &p);
 	g->on_progress(g->user, g->id, &p);
 }
 
@@ -190,25 +199,6 @@ void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g)
 static void start_gen(struct sstf_engine *e, struct sstf__gen *g)
 {
 	set_state(e, g, SSTF__GEN_RUNNING);
-	g->dirfd = open(g->dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (g->dirfd < 0) {
-		/* Every file fails the same way; report each, as promised. */
-		int err = -errno;
-		g->first_error = err;
-		for (size_t i = 0; i < g->nfiles; i++) {
-			atomic_fetch_add_explicit(&g->files_failed, 1, memory_order_relaxed);
-			if (g->on_file_done && !atomic_load(&g->cancel_requested)) {
-				struct sstf_file_result r = {
-					.index = i,
-					.name = g->files[i].name,
-					.result = err,
-					.detail = "cannot open the destination directory",
-				};
-				g->on_file_done(g->user, g->id, &r);
-			}
-		}
-		g->next_file = g->nfiles;
-	}
 	if (g->next_file < g->nfiles)
 		run_list_push(e, g);
 	sstf__engine_gen_check(e, g);
@@ -320,10 +310,7 @@ static void resume_paused(struct sstf_engine *e)
 			e->pause_tail = NULL;
 		x->pause_next = x->pause_prev = NULL;
 		x->paused = false;
-		if (x->file->src == SSTF__SRC_HTTP)
-			sstf__http_resume(e, x);
-		else
-			sstf__filesrc_resume(e, x);
+		sstf__xfer_resume(e, x);
 		if (x == tail)
 			break;
 	}
@@ -355,6 +342,8 @@ static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
 		struct sstf__xfer *x = s->xfer;
 		if (op == SSTF__OP_READ)
 			sstf__filesrc_on_read(e, x, sstf__tag_aux(ud), res);
+		else if (op == SSTF__OP_CHECK_READ)
+			sstf__xfer_on_check_read(e, x, sstf__tag_aux(ud), res);
 		else
 			sstf__xfer_on_cqe(e, x, op, sstf__tag_aux(ud), res);
 		/* A generation can only end with its last transfer, whose
@@ -428,6 +417,9 @@ static void *loop_main(void *arg)
 			resume_paused(e);
 			start_pending(e);
 			sstf__http_collect(e);
+			/* Arms the ring timer for what collect scheduled (a
+			 * retry's backoff), or runs curl's timer if due. */
+			sstf__http_tick(e);
 			more = work_ready(e);
 		} while (more && ++pass < MAX_PASSES);
 
@@ -479,6 +471,13 @@ static int bad_config(char *errbuf, size_t len, const char *fmt, ...)
 	return -EINVAL;
 }
 
+/* Bytes of physical memory, 0 when unknown. */
+static uint64_t physical_memory(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+	return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+}
+
 /* Fills in the defaults of a zeroed field and checks every field. */
 static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 {
@@ -507,6 +506,10 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 		c->max_retries = SSTF_DEFAULT_MAX_RETRIES;
 	else if (c->max_retries < 0)
 		c->max_retries = 0;
+	if (!c->disk_reserve)
+		c->disk_reserve = SSTF_DEFAULT_DISK_RESERVE;
+	if (!c->checkpoint_bytes)
+		c->checkpoint_bytes = SSTF_DEFAULT_CHECKPOINT_BYTES;
 
 	if (c->max_transfers > SSTF_MAX_TRANSFERS)
 		return bad_config(errbuf, len, "max_transfers=%u: at most %u", c->max_transfers,
@@ -529,6 +532,29 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 		                  "2 per transfer (%u) and at most %u",
 		                  c->mem_limit, nbufs, c->buf_size, 2 * c->max_transfers,
 		                  SSTF_MAX_BUFFERS);
+	/* Buffers are allocated and touched at once: a pool larger than the
+	 * machine's memory can only end in the OOM killer. */
+	uint64_t phys = physical_memory();
+	if (phys && c->mem_limit > phys)
+		return bad_config(errbuf, len,
+		                  "mem_limit=%zu is more than this machine's %" PRIu64
+		                  " bytes of memory",
+		                  c->mem_limit, phys);
+	if (c->checkpoint_bytes > ((uint64_t)1 << 40))
+		return bad_config(errbuf, len, "checkpoint_bytes=%" PRIu64 ": at most 1 TiB",
+		                  c->checkpoint_bytes);
+	/* A checkpoint falls where a buffer ends. */
+	c->checkpoint_bytes = (c->checkpoint_bytes + c->buf_size - 1) / c->buf_size * c->buf_size;
+	if (c->existing > SSTF_EXISTING_REFETCH)
+		return bad_config(errbuf, len,
+		                  "existing=%d: SSTF_EXISTING_TRUST, _REHASH or _REFETCH",
+		                  (int)c->existing);
+	if (c->admission > SSTF_OFF)
+		return bad_config(errbuf, len, "admission=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		                  (int)c->admission);
+	if (c->resume > SSTF_OFF)
+		return bad_config(errbuf, len, "resume=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		                  (int)c->resume);
 	if (c->ring_depth < 8 || c->ring_depth > 32768)
 		return bad_config(errbuf, len, "ring_depth=%u: from 8 to 32768", c->ring_depth);
 	if (c->direct_io > SSTF_OFF)
@@ -692,6 +718,11 @@ int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
 	int ret = sstf__gen_new(&e->alloc, batch, id, &g);
 	if (ret < 0)
 		return ret;
+	ret = sstf__dest_prepare(&e->alloc, &e->cfg, g, batch->errbuf, batch->errbuf_len);
+	if (ret < 0) {
+		sstf__gen_free(&e->alloc, g);
+		return ret;
+	}
 	pthread_mutex_lock(&e->lock);
 	g->next = e->gens;
 	e->gens = g;
@@ -798,13 +829,8 @@ int sstf_progress(sstf_engine *e, uint64_t id, struct sstf_progress *out)
 		return -EINVAL;
 	pthread_mutex_lock(&e->lock);
 	struct sstf__gen *g = find_gen(e, id);
-	if (g) {
-		out->bytes_done = atomic_load_explicit(&g->bytes_done, memory_order_relaxed);
-		out->bytes_total = g->bytes_total;
-		out->files_done = atomic_load_explicit(&g->files_done, memory_order_relaxed);
-		out->files_failed = atomic_load_explicit(&g->files_failed, memory_order_relaxed);
-		out->files_total = g->files_total;
-	}
+	if (g)
+		sstf__gen_progress(g, out);
 	pthread_mutex_unlock(&e->lock);
 	return g ? 0 : -SSTF_ENOSUCHGEN;
 }

@@ -40,7 +40,7 @@ int sstf__filesrc_start(struct sstf_engine *e, struct sstf__xfer *x)
 	int ret = 0;
 	if (!u)
 		return -ENOMEM;
-	if (curl_url_set(u, CURLUPART_URL, x->file->url, 0) != CURLUE_OK ||
+	if (curl_url_set(u, CURLUPART_URL, sstf__gen_file_url(x->gen, x->file), 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_PATH, &path, CURLU_URLDECODE) != CURLUE_OK) {
 		snprintf(x->detail, sizeof(x->detail), "cannot parse file URL");
 		ret = -SSTF_EBADURL;

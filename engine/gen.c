@@ -33,19 +33,6 @@ static int bad_entry(const struct sstf_batch *b, int err, size_t i,
 	return err;
 }
 
-static int url_source(const char *url, enum sstf__src_kind *out)
-{
-	if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0) {
-		*out = SSTF__SRC_HTTP;
-		return 0;
-	}
-	if (strncasecmp(url, "file://", 7) == 0) {
-		*out = SSTF__SRC_FILE;
-		return 0;
-	}
-	return -SSTF_EBADURL;
-}
-
 static int cmp_names(const void *a, const void *b)
 {
 	const struct sstf_file *const *x = a, *const *y = b;
@@ -84,14 +71,34 @@ static char *arena_str(char **cursor, const char *s, size_t len)
 	return out;
 }
 
+/* What check_batch learns that gen_new needs. */
+struct batch_plan {
+	size_t strings;  /* bytes of strings the arena holds */
+	size_t url_max;  /* longest URL, without the NUL */
+	unsigned schemes; /* allowed scheme bits */
+};
+
+/* "http, https" for a message, from scheme bits. */
+static void scheme_list(unsigned mask, char *out, size_t len)
+{
+	size_t n = 0;
+	out[0] = '\0';
+	for (unsigned bit = 1; bit & SSTF__SCHEME_ALL; bit <<= 1) {
+		if (!(mask & bit) || n >= len)
+			continue;
+		n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "",
+		                      sstf__scheme_name(bit));
+	}
+}
+
 /*
  * Validates every entry of a batch, as sstf_submit() and sstf_check_batch()
- * promise, and sizes the strings the arena will hold.
+ * promise, and sizes what the arena will hold.
  */
 static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *b,
-                       size_t *strings_out)
+                       struct batch_plan *plan)
 {
-	char why[128];
+	char why[192];
 	if (!b || (b->nfiles && !b->files))
 		return -EINVAL;
 	if (!b->dest_dir || !*b->dest_dir) {
@@ -99,7 +106,28 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 			snprintf(b->errbuf, b->errbuf_len, "dest_dir: missing");
 		return -EINVAL;
 	}
-	size_t strings = strlen(b->dest_dir) + 1;
+	unsigned base_scheme = 0;
+	if (b->base_url) {
+		base_scheme = sstf__url_scheme(b->base_url);
+		if (!base_scheme) {
+			if (b->errbuf && b->errbuf_len)
+				snprintf(b->errbuf, b->errbuf_len,
+				         "base_url \"%.200s\": the scheme must be http://, "
+				         "https:// or file://",
+				         b->base_url);
+			return -SSTF_EBADURL;
+		}
+	}
+	/* Only the source's own scheme unless the caller widens it: a
+	 * manifest must not be able to point an entry at file:///etc/passwd. */
+	unsigned allowed = b->base_url ? base_scheme : SSTF__SCHEME_ALL;
+	if (b->protocols) {
+		int r = sstf__protocols_parse(b->protocols, &allowed, b->errbuf, b->errbuf_len);
+		if (r < 0)
+			return -EINVAL;
+	}
+	size_t strings = strlen(b->dest_dir) + 1 + (b->base_url ? strlen(b->base_url) + 1 : 0);
+	size_t url_max = 0;
 	for (size_t i = 0; i < b->nfiles; i++) {
 		const struct sstf_file *f = &b->files[i];
 		if (!f->name)
@@ -107,12 +135,24 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 		size_t nlen = strlen(f->name);
 		if (sstf__name_check(f->name, nlen, why, sizeof(why)) < 0)
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
-		if (!f->url || !*f->url)
-			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, "missing URL");
-		enum sstf__src_kind src;
-		if (url_source(f->url, &src) < 0)
+		if (f->url && !*f->url)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, "empty URL");
+		if (!f->url && !b->base_url)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
+			                 "no URL, and the batch has no base_url");
+		unsigned scheme = f->url ? sstf__url_scheme(f->url) : base_scheme;
+		if (!scheme)
 			return bad_entry(b, -SSTF_EBADURL, i, f->name,
 			                 "URL scheme must be http://, https:// or file://");
+		if (!(scheme & allowed)) {
+			char list[64];
+			scheme_list(allowed, list, sizeof(list));
+			snprintf(why, sizeof(why),
+			         "URL scheme %s:// is not allowed in this batch (allowed: %s); "
+			         "only the source's own scheme is, unless protocols widens it",
+			         sstf__scheme_name(scheme), list);
+			return bad_entry(b, -SSTF_EBADURL, i, f->name, why);
+		}
 		if (f->size > SSTF__MAX_FILE_SIZE)
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
 			                 "size larger than 16 TiB; a corrupt entry?");
@@ -124,8 +164,10 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 			         sstf__digest_hexlen(f->digest_kind));
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
 		}
-		/* name, url, parent, base, and the temporary name (< 64 bytes). */
-		strings += nlen + 1 + strlen(f->url) + 1 + nlen + 1 + nlen + 1 + 64;
+		size_t ulen = f->url ? strlen(f->url) : sstf__url_join(b->base_url, f->name, NULL, 0);
+		if (ulen > url_max)
+			url_max = ulen;
+		strings += nlen + 1 + (f->url ? ulen + 1 : 0);
 	}
 	size_t dup;
 	int d = find_duplicate(a, b, &dup);
@@ -134,22 +176,24 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 	if (d > 0)
 		return bad_entry(b, -SSTF_EBADENTRY, dup, b->files[dup].name,
 		                 "the same name appears twice in the batch");
-	*strings_out = strings;
+	plan->strings = strings;
+	plan->url_max = url_max;
+	plan->schemes = allowed;
 	return 0;
 }
 
 int sstf_check_batch(const struct sstf_batch *batch)
 {
 	static const struct sstf_allocator libc = {0};
-	size_t strings;
-	return check_batch(&libc, batch, &strings);
+	struct batch_plan plan;
+	return check_batch(&libc, batch, &plan);
 }
 
 int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
                   uint64_t id, struct sstf__gen **out)
 {
-	size_t strings;
-	int ret = check_batch(a, b, &strings);
+	struct batch_plan plan;
+	int ret = check_batch(a, b, &plan);
 	if (ret < 0)
 		return ret;
 
@@ -157,7 +201,9 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	if (!g)
 		return -ENOMEM;
 	size_t files_bytes = b->nfiles * sizeof(struct sstf__file);
-	g->arena = sstf__alloc(a, files_bytes + strings);
+	/* The arena also holds the loop's scratch for one URL at a time. */
+	size_t url_bytes = b->nfiles ? plan.url_max + 1 : 0;
+	g->arena = sstf__alloc(a, files_bytes + plan.strings + url_bytes);
 	if (!g->arena) {
 		sstf__free(a, g);
 		return -ENOMEM;
@@ -168,29 +214,23 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	g->nfiles = b->nfiles;
 	char *cur = (char *)g->arena + files_bytes;
 	g->dest_dir = arena_str(&cur, b->dest_dir, strlen(b->dest_dir));
+	if (b->base_url)
+		g->base_url = arena_str(&cur, b->base_url, strlen(b->base_url));
+	unsigned base_scheme = b->base_url ? sstf__url_scheme(b->base_url) : 0;
 	for (size_t i = 0; i < b->nfiles; i++) {
 		const struct sstf_file *in = &b->files[i];
 		struct sstf__file *f = &g->files[i];
-		size_t nlen = strlen(in->name);
-		f->name = arena_str(&cur, in->name, nlen);
-		f->url = arena_str(&cur, in->url, strlen(in->url));
-		const char *slash = strrchr(in->name, '/');
-		if (slash) {
-			f->parent = arena_str(&cur, in->name, (size_t)(slash - in->name));
-			f->base = arena_str(&cur, slash + 1, strlen(slash + 1));
-		} else {
-			f->parent = arena_str(&cur, ".", 1);
-			f->base = arena_str(&cur, in->name, nlen);
-		}
-		char tmp[64];
-		int tl = snprintf(tmp, sizeof(tmp), ".sstf-%" PRIu64 "-%zu.tmp", id, i);
-		f->tmp = arena_str(&cur, tmp, (size_t)tl);
+		f->name = arena_str(&cur, in->name, strlen(in->name));
+		f->url = in->url ? arena_str(&cur, in->url, strlen(in->url)) : NULL;
 		f->size = in->size;
-		f->kind = in->digest_kind;
+		f->kind = (uint8_t)in->digest_kind;
+		f->scheme = (uint8_t)(in->url ? sstf__url_scheme(in->url) : base_scheme);
 		sstf__digest_parse(in->digest_kind, in->digest_hex, &f->digest);
-		url_source(in->url, &f->src);
 		g->bytes_total += in->size;
 	}
+	g->schemes = plan.schemes;
+	g->url_max = plan.url_max;
+	g->url_buf = b->nfiles ? cur : NULL;
 	g->id = id;
 	g->state = SSTF__GEN_QUEUED;
 	g->files_total = b->nfiles;
@@ -198,13 +238,23 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	g->on_batch_done = b->on_batch_done;
 	g->on_progress = b->on_progress;
 	g->user = b->user;
-	g->dirfd = -1;
+	g->dirfd = g->stagefd = g->lockfd = -1;
 	atomic_init(&g->cancel_requested, false);
 	atomic_init(&g->bytes_done, 0);
 	atomic_init(&g->files_done, 0);
 	atomic_init(&g->files_failed, 0);
+	atomic_init(&g->bytes_present, 0);
+	atomic_init(&g->files_skipped, 0);
 	*out = g;
 	return 0;
+}
+
+const char *sstf__gen_file_url(struct sstf__gen *g, const struct sstf__file *f)
+{
+	if (f->url)
+		return f->url;
+	sstf__url_join(g->base_url, f->name, g->url_buf, g->url_max + 1);
+	return g->url_buf;
 }
 
 void sstf__gen_free_arena(const struct sstf_allocator *a, struct sstf__gen *g)

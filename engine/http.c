@@ -144,8 +144,6 @@ int sstf__http_init(struct sstf_engine *e)
 		curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
 		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 		curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)CURL_RECV_BUFFER);
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.connect_timeout_ms);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)e->cfg.low_speed_bytes);
@@ -181,7 +179,15 @@ void sstf__http_fini(struct sstf_engine *e)
 static int attach(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	x->curl_err[0] = '\0';
-	curl_easy_setopt(x->easy, CURLOPT_URL, x->file->url);
+	/* curl copies the URL: the scratch buffer is free again after. */
+	curl_easy_setopt(x->easy, CURLOPT_URL, sstf__gen_file_url(x->gen, x->file));
+	/* Redirects may only go where the batch allows. */
+	unsigned web = x->gen->schemes & (SSTF__SCHEME_HTTP | SSTF__SCHEME_HTTPS);
+	const char *protos = web == SSTF__SCHEME_HTTP    ? "http"
+	                     : web == SSTF__SCHEME_HTTPS ? "https"
+	                                                 : "http,https";
+	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, protos);
+	curl_easy_setopt(x->easy, CURLOPT_REDIR_PROTOCOLS_STR, protos);
 	curl_easy_setopt(x->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)x->received);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)(uintptr_t)x->slot->tag);
 	CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);

@@ -11,8 +11,14 @@
  *   alloc.c   allocator hooks
  *   slots.c   the fixed slot table, tags, stale-completion rejection
  *   gen.c     generations: arena, validation at submit, state changes
+ *   names.c   name rules, URL schemes and joining (names.h)
+ *   dest.c    the destination: staging namespace, writer locks, sweep of
+ *             dead writers, admission
+ *   record.c  the records kept in extended attributes: verified files and
+ *             resumable checkpoints
  *   ring.c    io_uring setup and SQE helpers
- *   sink.c    buffer pool, per-file writes, verify and publish
+ *   sink.c    buffer pool, per-file writes, re-hash of files in place,
+ *             checkpoints, verify and publish
  *   http.c    libcurl multi_socket glue: sockets and timer on the ring
  *   filesrc.c file:// source, read through the ring
  *   engine.c  the loop, commands, and the public API
@@ -21,14 +27,17 @@
 #define SSTF_INTERNAL_H
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "digest.h"
+#include "names.h"
 #include "sstfetch.h"
 
 /* ------------------------------------------------------------------------ */
@@ -40,6 +49,12 @@ void *sstf__alloc_aligned(const struct sstf_allocator *a, size_t align,
 void sstf__free(const struct sstf_allocator *a, void *ptr);
 
 uint64_t sstf__now_ns(void); /* CLOCK_MONOTONIC */
+
+/* A syscall's fd result as the engine returns it: the fd, or -errno. */
+static inline int sstf__fd_or_errno(int fd)
+{
+	return fd < 0 ? -errno : fd;
+}
 
 /* ------------------------------------------------------------------------ */
 /* slots.c: tags and the slot table
@@ -70,8 +85,11 @@ enum sstf__op {
 	SSTF__OP_RENAME,       /* publish */
 	SSTF__OP_DIRSYNC,      /* fsync of the parent directory */
 	SSTF__OP_CANCEL,       /* async cancel of a slot's operations */
+	SSTF__OP_CKPT,         /* fsync of the temporary file for a checkpoint */
+	SSTF__OP_CHECK_READ,   /* read of a file in place, to re-hash it */
 	SSTF__OP_COUNT
 };
+_Static_assert(SSTF__OP_COUNT <= 16, "an op must fit a tag's 4 op bits");
 
 #define SSTF__TAG_OP_BITS 4
 #define SSTF__TAG_AUX_BITS 12
@@ -179,19 +197,23 @@ void sstf__slot_op_end(struct sstf__slot *s);
 /* ------------------------------------------------------------------------ */
 /* gen.c: generations */
 
-enum sstf__src_kind { SSTF__SRC_HTTP, SSTF__SRC_FILE };
+/* sstf__file.flags */
+#define SSTF__F_ADOPTED 1u /* the staging directory holds a crashed
+                              writer's partial of this file, renamed to
+                              this generation's temporary name for it */
 
-/* Per-file metadata, in the generation's arena. */
+/*
+ * Per-file metadata, in the generation's arena: 48 bytes plus the name
+ * (and the URL when the entry has its own), whatever the file's size.
+ */
 struct sstf__file {
 	const char *name;   /* as submitted, relative to dest */
-	const char *url;
-	const char *parent; /* directory part of name, "." when none */
-	const char *base;   /* final component of name */
-	const char *tmp;    /* temporary name, relative to parent */
+	const char *url;    /* NULL: the generation's base_url joined to name */
 	uint64_t size;
 	struct sstf__digest digest;
-	enum sstf_digest_kind kind;
-	enum sstf__src_kind src;
+	uint8_t kind;       /* enum sstf_digest_kind */
+	uint8_t scheme;     /* one enum sstf__scheme bit */
+	uint8_t flags;      /* SSTF__F_* */
 };
 
 /*
@@ -235,11 +257,22 @@ struct sstf__gen {
 	uint64_t last_progress_ns;
 	struct sstf__gen *run_next; /* engine's list of gens with files to start */
 	bool on_run_list;
-	int dirfd; /* dest_dir, opened by the loop */
+	_Atomic uint64_t bytes_present, files_skipped;
+
+	/* The destination (dest.c), opened at submit, released at the end. */
+	uint64_t token;  /* the writer's random id in DEST/.sstf/ */
+	int dirfd;       /* dest_dir */
+	int stagefd;     /* DEST/.sstf */
+	int lockfd;      /* DEST/.sstf/TOKEN.lock, flocked */
+	size_t adopted;  /* files with SSTF__F_ADOPTED not yet started */
 
 	/* The arena: every byte of metadata, freed in one piece. */
 	void *arena;
 	const char *dest_dir;
+	const char *base_url;  /* NULL when the batch had none */
+	unsigned schemes;      /* enum sstf__scheme bits files may use */
+	size_t url_max;        /* longest URL of a file, without the NUL */
+	char *url_buf;         /* url_max + 1 bytes of scratch (loop) */
 	struct sstf__file *files;
 	size_t nfiles;
 };
@@ -251,12 +284,94 @@ struct sstf__gen {
  */
 int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
                   uint64_t id, struct sstf__gen **out);
+/*
+ * File f's URL: its own, or base_url joined to its name in g's scratch
+ * buffer, valid until the next call for g. Loop thread.
+ */
+const char *sstf__gen_file_url(struct sstf__gen *g, const struct sstf__file *f);
 /* Frees the arena; allowed only once the generation has nothing in flight. */
 void sstf__gen_free_arena(const struct sstf_allocator *a, struct sstf__gen *g);
 void sstf__gen_free(const struct sstf_allocator *a, struct sstf__gen *g);
 /* The one door for generation state changes; caller holds the engine lock. */
 void sstf__gen_set_state(struct sstf__gen *g, enum sstf__gen_state to);
 const char *sstf__gen_state_name(enum sstf__gen_state s);
+
+/* ------------------------------------------------------------------------ */
+/* dest.c: the destination directory (see "The destination directory" in
+ * sstfetch.h for the layout and the protocol between writers) */
+
+/* The staging directory, relative to dest_dir. */
+#define SSTF__STAGE_DIR ".sstf"
+/* Longest temporary or lock name inside it, with the NUL. */
+#define SSTF__TMP_NAME_MAX 48
+
+/* "TOKEN-INDEX.tmp": file `index`'s temporary name in the staging dir. */
+void sstf__tmp_name(char out[SSTF__TMP_NAME_MAX], uint64_t token, size_t index);
+
+/*
+ * Prepares g's destination, in the submitting thread: opens dest_dir,
+ * creates the staging directory and g's lock file under a fresh random
+ * token, sweeps the writers that are gone (adopting the partial files g can
+ * resume, marking them SSTF__F_ADOPTED) and admits the batch against the
+ * free space. Returns 0, or a negative error (-ENOSPC when the batch does
+ * not fit) with a message naming the path or giving the numbers in errbuf.
+ * On error everything it opened is released.
+ */
+int sstf__dest_prepare(const struct sstf_allocator *a, const struct sstf_config *cfg,
+                       struct sstf__gen *g, char *errbuf, size_t errlen);
+/*
+ * Releases g's destination once nothing of g is in flight: removes the
+ * temporaries of adopted files that never started, unlinks g's lock file,
+ * removes the staging directory when it is left empty, closes the fds.
+ * Idempotent.
+ */
+void sstf__dest_release(struct sstf__gen *g);
+
+/* ------------------------------------------------------------------------ */
+/* record.c: what the engine keeps in a file's extended attributes */
+
+/* The publish record: digest kind, digest, size and mtime of a file the
+ * engine verified and published. */
+#define SSTF__XATTR_VERIFIED "user.sstfetch.v1"
+/* A resumable checkpoint: name hash, size, digest, durable offset and the
+ * hash state at that offset. */
+#define SSTF__XATTR_PARTIAL "user.sstfetch.partial"
+
+/* A checkpoint as read back from a partial file. */
+struct sstf__partial {
+	uint64_t name_hash;
+	uint64_t size;
+	uint64_t offset;
+	struct sstf__digest digest;
+	uint8_t kind;
+	XXH3_state_t state; /* the hash state after `offset` bytes */
+};
+
+/* The 64-bit hash that identifies a name in a checkpoint. */
+uint64_t sstf__name_hash(const char *name);
+/*
+ * Writes the publish record of f onto fd, taking the mtime from fstat(fd).
+ * Returns 0 or -errno (-ENOTSUP where the filesystem has no user xattrs:
+ * then the next run re-hashes the file instead of trusting it).
+ */
+int sstf__record_verified_set(int fd, const struct sstf__file *f);
+/* True when fd (whose fstat is *st) carries a publish record matching f's
+ * digest and size and st's mtime. */
+bool sstf__record_verified_matches(int fd, const struct stat *st,
+                                   const struct sstf__file *f);
+/* Writes a checkpoint of f at `offset` with hash state `state` onto fd. */
+int sstf__record_partial_set(int fd, const struct sstf__file *f, uint64_t offset,
+                             const XXH3_state_t *state);
+/*
+ * Reads and checks fd's checkpoint: magic, version, this build's xxHash
+ * version and state size, and the record's own checksum. Returns 0 and
+ * fills *out, or a negative errno (-ENODATA when there is none).
+ */
+int sstf__record_partial_get(int fd, struct sstf__partial *out);
+/* True when checkpoint p belongs to f (name, size, digest) and its offset
+ * can be resumed: within the file, and 4096-aligned when `direct`. */
+bool sstf__partial_fits(const struct sstf__partial *p, const struct sstf__file *f,
+                        uint64_t name_hash, bool direct);
 
 /* ------------------------------------------------------------------------ */
 /* sink.c: buffer pool and the life of one file transfer */
@@ -268,12 +383,14 @@ struct sstf__pool {
 	uint32_t nfree;
 	uint32_t *free_stack;
 	uint32_t *len; /* bytes of file data in each buffer */
+	uint64_t *off; /* file offset of each buffer's write */
 	uint32_t used_peak;
 	bool fixed;    /* registered with the ring */
 };
 
 enum sstf__xfer_phase {
 	SSTF__X_IDLE,     /* slot free */
+	SSTF__X_CHECK,    /* re-hashing the file already in place */
 	SSTF__X_FETCH,    /* source running or writes in flight */
 	SSTF__X_SYNC,     /* fdatasync in flight */
 	SSTF__X_RENAME,   /* rename in flight */
@@ -282,6 +399,7 @@ enum sstf__xfer_phase {
 
 struct sstf__xfer {
 	struct sstf__hasher hasher; /* first: 64-byte aligned */
+	XXH3_state_t ckpt_state;    /* hash state at ckpt_off */
 	struct sstf_engine *engine;
 	struct sstf__slot *slot;
 	CURL *easy;
@@ -292,13 +410,26 @@ struct sstf__xfer {
 	const struct sstf__file *file;
 	enum sstf__xfer_phase phase;
 	int fd;       /* temporary file */
-	int pdirfd;   /* its directory */
+	int pdirfd;   /* the final name's directory */
 	int srcfd;    /* file:// source */
+	int chkfd;    /* CHECK: the file in place */
 	bool direct;
 	bool curl_attached;
 	bool source_done;
 	bool paused;  /* waiting for a free buffer */
-	bool reading; /* file:// read in flight */
+	bool reading; /* file:// or CHECK read in flight */
+	bool tmp_made; /* our temporary file exists (made or adopted) */
+	char tmp[SSTF__TMP_NAME_MAX]; /* its name in the staging directory */
+	bool skipped;  /* already in place and verified */
+	bool refetched; /* a digest mismatch started it over once */
+	uint64_t resumed_from;
+	uint64_t checked;   /* CHECK: bytes of the file in place hashed */
+	uint32_t writes;    /* writes in flight */
+	uint64_t ckpt_next; /* checkpoint when queued reaches this; 0: never */
+	uint64_t ckpt_off;  /* the pending checkpoint's offset; 0: none */
+	uint32_t ckpt_wait; /* writes below ckpt_off still in flight */
+	bool ckpt_syncing;  /* its fsync is in flight */
+	bool ckpt_recorded; /* a checkpoint record is on the file */
 	int cur_buf;  /* buffer being filled, -1 if none */
 	uint32_t cur_len;
 	uint64_t received; /* bytes accepted from the source */
@@ -349,6 +480,16 @@ void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
 void sstf__xfer_step(struct sstf_engine *e, struct sstf__xfer *x);
 /* Queues x to be resumed when a buffer frees up. */
 void sstf__xfer_wait_buffer(struct sstf_engine *e, struct sstf__xfer *x);
+/* A buffer is free again: continues x's source or re-hash. */
+void sstf__xfer_resume(struct sstf_engine *e, struct sstf__xfer *x);
+/* A re-hash read of the file in place completed into buffer `buf`. */
+void sstf__xfer_on_check_read(struct sstf_engine *e, struct sstf__xfer *x,
+                              unsigned buf, int res);
+/* x's source is http(s) (else file://). */
+static inline bool sstf__xfer_is_http(const struct sstf__xfer *x)
+{
+	return x->file->scheme != SSTF__SCHEME_FILE;
+}
 
 /* ------------------------------------------------------------------------ */
 /* http.c */

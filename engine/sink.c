@@ -5,9 +5,23 @@
  * live here. Bytes from a source are copied once into a registered buffer;
  * a full buffer is hashed in file order and written at its file offset with
  * a fixed-buffer write. When no buffer is free the source is paused. A file
- * is written under a temporary name and renamed to its final name only once
- * its length and digest match (after fdatasync when fsync is on); the
- * directory is synced after the rename.
+ * is written under a temporary name in the staging directory (dest.c) and
+ * renamed to its final name only once its length and digest match (after
+ * fdatasync when fsync is on); the directory is synced after the rename.
+ *
+ * The life of one file, by phase:
+ *
+ *   start   a file already in place of the right size is skipped when its
+ *           publish record vouches for it (record.c), or goes to CHECK
+ *   CHECK   the file in place is read through the ring and re-hashed; a
+ *           match is skipped, anything else goes to FETCH
+ *   FETCH   the source runs; a crashed writer's partial that the sweep
+ *           adopted is resumed at its checkpoint, with its hash state.
+ *           Large files take checkpoints as they go: once every write
+ *           below an offset has completed, an fsync, then the offset and
+ *           the hash state there go into an extended attribute. A digest
+ *           mismatch starts the file over once.
+ *   SYNC, RENAME, DIRSYNC   publish
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -17,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -33,7 +48,8 @@ int sstf__pool_init(struct sstf__pool *p, const struct sstf_allocator *a,
 	p->mem = sstf__alloc_aligned(a, DIRECT_ALIGN, bs * n);
 	p->free_stack = sstf__alloc(a, n * sizeof(uint32_t));
 	p->len = sstf__alloc(a, n * sizeof(uint32_t));
-	if (!p->mem || !p->free_stack || !p->len) {
+	p->off = sstf__alloc(a, n * sizeof(uint64_t));
+	if (!p->mem || !p->free_stack || !p->len || !p->off) {
 		sstf__pool_fini(p, a);
 		return -ENOMEM;
 	}
@@ -50,6 +66,7 @@ void sstf__pool_fini(struct sstf__pool *p, const struct sstf_allocator *a)
 	sstf__free(a, p->mem);
 	sstf__free(a, p->free_stack);
 	sstf__free(a, p->len);
+	sstf__free(a, p->off);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -94,33 +111,43 @@ static uint32_t padded_len(const struct sstf__xfer *x, uint32_t len)
 	return (len + DIRECT_ALIGN - 1) & ~(DIRECT_ALIGN - 1);
 }
 
-/* mkdir -p of the file's parent below the destination, then opens it. */
-static int open_parent(struct sstf__gen *g, const struct sstf__file *f)
+/* mkdir -p of the name's parent below the destination, then opens it. */
+static int open_parent(struct sstf__gen *g, const char *name)
 {
-	if (strcmp(f->parent, ".") != 0) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s", f->parent);
-		for (char *p = path;; p++) {
-			if (*p == '/' || *p == '\0') {
-				char c = *p;
-				*p = '\0';
-				if (mkdirat(g->dirfd, path, 0755) < 0 && errno != EEXIST)
-					return -errno;
-				*p = c;
-				if (c == '\0')
-					break;
-			}
+	const char *slash = strrchr(name, '/');
+	if (!slash)
+		return sstf__fd_or_errno(openat(g->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	char path[PATH_MAX];
+	size_t n = (size_t)(slash - name);
+	memcpy(path, name, n);
+	path[n] = '\0';
+	/* Most files land in a directory an earlier file made: try it first. */
+	int fd = openat(g->dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0 || errno != ENOENT)
+		return sstf__fd_or_errno(fd);
+	for (char *p = path;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+			*p = '\0';
+			if (mkdirat(g->dirfd, path, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*p = c;
+			if (c == '\0')
+				break;
 		}
 	}
-	int fd = openat(g->dirfd, f->parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	return sstf__fd_or_errno(openat(g->dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
-static int open_tmp(struct sstf_engine *e, struct sstf__xfer *x)
+/* Opens x's temporary file in the staging directory, with O_DIRECT where
+ * the filesystem takes it. `create`: a new file (O_EXCL), else the one the
+ * sweep adopted. */
+static int open_tmp(struct sstf_engine *e, struct sstf__xfer *x, bool create)
 {
-	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+	int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0);
+	int stagefd = x->gen->stagefd;
 	if (e->cfg.direct_io != SSTF_OFF) {
-		int fd = openat(x->pdirfd, x->file->tmp, flags | O_DIRECT, 0644);
+		int fd = openat(stagefd, x->tmp, flags | O_DIRECT, 0644);
 		if (fd >= 0) {
 			x->direct = true;
 			return fd;
@@ -130,49 +157,254 @@ static int open_tmp(struct sstf_engine *e, struct sstf__xfer *x)
 			return -errno;
 	}
 	x->direct = false;
-	int fd = openat(x->pdirfd, x->file->tmp, flags, 0644);
-	return fd < 0 ? -errno : fd;
+	return sstf__fd_or_errno(openat(stagefd, x->tmp, flags, 0644));
+}
+
+static void finish(struct sstf_engine *e, struct sstf__xfer *x, int result);
+static void begin_fetch(struct sstf_engine *e, struct sstf__xfer *x);
+static void issue_check_read(struct sstf_engine *e, struct sstf__xfer *x);
+
+static void skip(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	x->skipped = true;
+	x->source_done = true;
+	atomic_fetch_add_explicit(&x->gen->bytes_present, x->file->size, memory_order_relaxed);
+	atomic_fetch_add_explicit(&x->gen->files_skipped, 1, memory_order_relaxed);
+	finish(e, x, 0);
+}
+
+/*
+ * Looks at what is already under the final name. Returns true when that
+ * settled x: skipped, or handed to CHECK to be re-hashed.
+ */
+static bool look_in_place(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	const struct sstf__file *f = x->file;
+	/* O_NONBLOCK: a FIFO planted under the name must not block the loop. */
+	int fd = openat(x->gen->dirfd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size) {
+		close(fd);
+		return false;
+	}
+	if (e->cfg.existing == SSTF_EXISTING_TRUST && sstf__record_verified_matches(fd, &st, f)) {
+		close(fd);
+		skip(e, x);
+		return true;
+	}
+	/* Without a digest a re-hash proves nothing, and a size alone is the
+	 * trap that made Pegasus trust half-written files: fetch it. */
+	if (f->kind == SSTF_DIGEST_NONE) {
+		close(fd);
+		return false;
+	}
+	/* Re-hash it, with O_DIRECT where allowed so that a large set
+	 * checked in place does not flush the page cache. */
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && e->cfg.direct_io != SSTF_OFF && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0)
+		x->direct = true;
+	x->chkfd = fd;
+	x->phase = SSTF__X_CHECK;
+	x->source_done = true; /* no source runs while checking */
+	x->checked = 0;
+	issue_check_read(e, x);
+	return true;
+}
+
+static void issue_check_read(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	if (x->reading || x->err)
+		return;
+	int idx = sstf__pool_get(&e->pool);
+	if (idx < 0) {
+		sstf__xfer_wait_buffer(e, x);
+		return;
+	}
+	uint8_t *buf = sstf__pool_buf(&e->pool, idx);
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	if (e->pool.fixed)
+		io_uring_prep_read_fixed(sqe, x->chkfd, buf, (unsigned)e->pool.bs, x->checked, idx);
+	else
+		io_uring_prep_read(sqe, x->chkfd, buf, (unsigned)e->pool.bs, x->checked);
+	sstf__ring_tag(sqe, x->slot, SSTF__OP_CHECK_READ, (unsigned)idx);
+	x->reading = true;
+}
+
+/* The file in place did not verify (or could not be read): fetch anew. */
+static void check_failed(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	close(x->chkfd);
+	x->chkfd = -1;
+	x->direct = false;
+	x->checked = 0;
+	sstf__hasher_reset(&x->hasher, x->file->kind);
+	begin_fetch(e, x);
+}
+
+void sstf__xfer_on_check_read(struct sstf_engine *e, struct sstf__xfer *x,
+                              unsigned buf, int res)
+{
+	const struct sstf__file *f = x->file;
+	x->reading = false;
+	if (x->err) {
+		/* Cancelled while reading: the read is over, so is the file. */
+		sstf__pool_put(&e->pool, (int)buf);
+		sstf__xfer_step(e, x);
+		return;
+	}
+	/* A failed read, or more bytes than expected (it grew): not ours. */
+	if (res < 0 || (uint64_t)res > f->size - x->checked) {
+		sstf__pool_put(&e->pool, (int)buf);
+		check_failed(e, x);
+		return;
+	}
+	sstf__hasher_update(&x->hasher, sstf__pool_buf(&e->pool, (int)buf), (size_t)res);
+	x->checked += (uint64_t)res;
+	sstf__pool_put(&e->pool, (int)buf);
+	if (res > 0 && x->checked < f->size) {
+		issue_check_read(e, x);
+		return;
+	}
+	/* All of it was read (an O_DIRECT read past an unaligned end would
+	 * fail, so stop at the size), or it ended early, or failed. */
+	struct stat st;
+	struct sstf__digest got;
+	sstf__hasher_final(&x->hasher, &got);
+	if (x->checked == f->size && fstat(x->chkfd, &st) == 0 && (uint64_t)st.st_size == f->size &&
+	    sstf__digest_equal(&got, &f->digest)) {
+		/* Vouch for it from now on; a filesystem without xattrs just
+		 * means the next run re-hashes it again. */
+		(void)sstf__record_verified_set(x->chkfd, f);
+		close(x->chkfd);
+		x->chkfd = -1;
+		skip(e, x);
+		return;
+	}
+	check_failed(e, x);
 }
 
 void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
                       struct sstf__gen *g, size_t index)
 {
+	struct sstf__file *f = &g->files[index];
 	x->gen = g;
 	x->file_index = index;
-	x->file = &g->files[index];
+	x->file = f;
 	x->phase = SSTF__X_FETCH;
-	x->fd = x->pdirfd = x->srcfd = -1;
+	x->fd = x->pdirfd = x->srcfd = x->chkfd = -1;
 	x->direct = x->curl_attached = x->source_done = false;
 	x->paused = x->reading = x->renamed = x->retry_wait = false;
+	x->skipped = x->refetched = false;
 	x->retries = 0;
 	x->cur_buf = -1;
 	x->cur_len = 0;
-	x->received = x->queued = 0;
+	x->received = x->queued = x->checked = x->resumed_from = 0;
+	x->writes = 0;
+	x->ckpt_next = x->ckpt_off = 0;
+	x->ckpt_wait = 0;
+	x->ckpt_syncing = x->ckpt_recorded = false;
 	x->err = 0;
 	x->http_status = 0;
 	x->detail[0] = '\0';
 	x->t_start = sstf__now_ns();
 	x->t_first = 0;
 	x->pause_prev = x->pause_next = NULL;
-	sstf__hasher_reset(&x->hasher, x->file->kind);
+	sstf__tmp_name(x->tmp, g->token, index);
+	/* An adopted partial is ours now: finish() removes it if unused. */
+	x->tmp_made = f->flags & SSTF__F_ADOPTED;
+	if (x->tmp_made) {
+		f->flags &= (uint8_t)~SSTF__F_ADOPTED;
+		g->adopted--;
+	}
+	sstf__hasher_reset(&x->hasher, f->kind);
 	g->active++;
 
-	/* A failure here ends the file at once: no source was started. */
-	int ret = open_parent(g, x->file);
-	if (ret < 0)
-		fail(x, ret, "cannot create or open directory '%s'", x->file->parent);
-	else
-		x->pdirfd = ret;
-	if (!x->err) {
-		ret = open_tmp(e, x);
-		if (ret < 0)
-			fail(x, ret, "cannot create temporary file in '%s'", x->file->parent);
-		else
-			x->fd = ret;
+	int ret = open_parent(g, f->name);
+	if (ret < 0) {
+		fail(x, ret, "cannot create or open the directory of '%s'", f->name);
+		x->source_done = true;
+		sstf__xfer_step(e, x);
+		return;
 	}
+	x->pdirfd = ret;
+	if (e->cfg.existing != SSTF_EXISTING_REFETCH && look_in_place(e, x))
+		return;
+	begin_fetch(e, x);
+}
+
+/*
+ * Continues the adopted partial at its checkpoint: its hash state, its
+ * offset. Anything that does not fit starts the file from byte 0.
+ */
+static void resume_partial(struct sstf__xfer *x)
+{
+	const struct sstf__file *f = x->file;
+	struct sstf__partial p;
+	if (sstf__record_partial_get(x->fd, &p) == 0 &&
+	    sstf__partial_fits(&p, f, sstf__name_hash(f->name), x->direct) &&
+	    ftruncate(x->fd, (off_t)p.offset) == 0) {
+		memcpy(&x->hasher.state, &p.state, sizeof(p.state));
+		x->received = x->queued = x->resumed_from = p.offset;
+		x->ckpt_recorded = true;
+		atomic_fetch_add_explicit(&x->gen->bytes_present, p.offset, memory_order_relaxed);
+		return;
+	}
+	if (ftruncate(x->fd, 0) < 0)
+		fail(x, -errno, "cannot truncate an adopted partial file");
+	(void)fremovexattr(x->fd, SSTF__XATTR_PARTIAL);
+}
+
+/* The first checkpoint's offset, or 0 when the file takes none. */
+static uint64_t first_checkpoint(struct sstf_engine *e, const struct sstf__xfer *x)
+{
+	uint64_t every = e->cfg.checkpoint_bytes;
+	if (e->cfg.resume == SSTF_OFF || x->file->size < 2 * every)
+		return 0;
+	return x->received + every;
+}
+
+static int start_source(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	if (sstf__xfer_is_http(x))
+		return sstf__http_start(e, x);
+	if (x->srcfd >= 0) {
+		/* Again from byte 0, after a digest mismatch. */
+		sstf__filesrc_resume(e, x);
+		return 0;
+	}
+	return sstf__filesrc_start(e, x);
+}
+
+static void begin_fetch(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	x->phase = SSTF__X_FETCH;
+	x->source_done = false;
+	bool adopted = x->tmp_made;
+	int fd = -ENOENT;
+	if (adopted) {
+		fd = open_tmp(e, x, false);
+		if (fd < 0) {
+			x->tmp_made = adopted = false; /* gone: make a new one */
+		}
+	}
+	if (!x->tmp_made) {
+		fd = open_tmp(e, x, true);
+		if (fd >= 0)
+			x->tmp_made = true;
+	}
+	if (fd < 0) {
+		fail(x, fd, "cannot create a temporary file in '%s/%s'", x->gen->dest_dir,
+		     SSTF__STAGE_DIR);
+	} else {
+		x->fd = fd;
+		if (adopted)
+			resume_partial(x);
+	}
+	x->ckpt_next = first_checkpoint(e, x);
 	if (!x->err) {
-		ret = x->file->src == SSTF__SRC_HTTP ? sstf__http_start(e, x)
-		                                     : sstf__filesrc_start(e, x);
+		int ret = start_source(e, x);
 		if (ret < 0)
 			fail(x, ret, NULL);
 	}
@@ -190,6 +422,7 @@ void sstf__xfer_commit(struct sstf_engine *e, struct sstf__xfer *x, int idx,
 	if (wlen > len)
 		memset(buf + len, 0, wlen - len); /* O_DIRECT tail, cut later */
 	e->pool.len[idx] = len;
+	e->pool.off[idx] = x->queued;
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 	if (e->pool.fixed)
 		io_uring_prep_write_fixed(sqe, x->fd, buf, wlen, x->queued, idx);
@@ -197,6 +430,16 @@ void sstf__xfer_commit(struct sstf_engine *e, struct sstf__xfer *x, int idx,
 		io_uring_prep_write(sqe, x->fd, buf, wlen, x->queued);
 	sstf__ring_tag(sqe, x->slot, SSTF__OP_WRITE, (unsigned)idx);
 	x->queued += len;
+	x->writes++;
+	/* A checkpoint is the hash state here; it is recorded once every
+	 * write below here (this one included) is durable. The last bytes
+	 * need none: publishing syncs them. */
+	if (x->ckpt_next && !x->ckpt_off && x->queued >= x->ckpt_next &&
+	    x->queued < x->file->size) {
+		x->ckpt_off = x->queued;
+		XXH3_copyState(&x->ckpt_state, &x->hasher.state);
+		x->ckpt_wait = x->writes;
+	}
 }
 
 int sstf__xfer_put(struct sstf_engine *e, struct sstf__xfer *x,
@@ -290,10 +533,22 @@ void sstf__xfer_wait_buffer(struct sstf_engine *e, struct sstf__xfer *x)
 	e->pause_tail = x;
 }
 
+void sstf__xfer_resume(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	if (x->phase == SSTF__X_CHECK)
+		issue_check_read(e, x);
+	else if (sstf__xfer_is_http(x))
+		sstf__http_resume(e, x);
+	else
+		sstf__filesrc_resume(e, x);
+}
+
 static void stop_source(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	unpause(e, x);
-	if (x->file->src == SSTF__SRC_HTTP)
+	if (x->phase == SSTF__X_CHECK)
+		return; /* no source; a read in flight drains */
+	if (sstf__xfer_is_http(x))
 		sstf__http_stop(e, x);
 	else
 		sstf__filesrc_stop(e, x);
@@ -309,8 +564,8 @@ void sstf__xfer_abort(struct sstf_engine *e, struct sstf__xfer *x, int err)
 	stop_source(e, x);
 	release_cur(e, x);
 	/* Ask the kernel to cut short what it can; the rest drains. */
-	int fds[2] = {x->fd, x->srcfd};
-	for (int i = 0; i < 2; i++) {
+	int fds[3] = {x->fd, x->srcfd, x->chkfd};
+	for (int i = 0; i < 3; i++) {
 		if (fds[i] < 0 || x->slot->inflight == 0)
 			continue;
 		struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
@@ -320,6 +575,36 @@ void sstf__xfer_abort(struct sstf_engine *e, struct sstf__xfer *x, int err)
 	sstf__xfer_step(e, x);
 }
 
+/* Every write below the pending checkpoint is done: make them durable. */
+static void checkpoint_sync(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	/* fsync, not fdatasync: it also makes the previous checkpoint's
+	 * record durable, which fdatasync need not. */
+	io_uring_prep_fsync(sqe, x->fd, 0);
+	sstf__ring_tag(sqe, x->slot, SSTF__OP_CKPT, 0);
+	x->ckpt_syncing = true;
+}
+
+static void on_checkpoint_synced(struct sstf_engine *e, struct sstf__xfer *x, int res)
+{
+	x->ckpt_syncing = false;
+	if (res < 0) {
+		fail(x, res, "fsync of a checkpoint failed");
+	} else if (!x->err) {
+		/* The bytes below ckpt_off are durable: only now may a record
+		 * claim them. */
+		int r = sstf__record_partial_set(x->fd, x->file, x->ckpt_off, &x->ckpt_state);
+		if (r == 0) {
+			x->ckpt_recorded = true;
+			x->ckpt_next = x->ckpt_off + e->cfg.checkpoint_bytes;
+		} else {
+			x->ckpt_next = 0; /* no user xattrs here: no resume */
+		}
+	}
+	x->ckpt_off = 0;
+}
+
 void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
                        enum sstf__op op, unsigned aux, int res)
 {
@@ -327,9 +612,11 @@ void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
 	case SSTF__OP_WRITE: {
 		uint32_t len = e->pool.len[aux];
 		uint32_t want = padded_len(x, len);
+		uint64_t off = e->pool.off[aux];
 		sstf__pool_put(&e->pool, (int)aux);
+		x->writes--;
 		if (res < 0)
-			fail(x, res, "write to temporary file failed");
+			fail(x, res, "write to the temporary file failed");
 		else if ((uint32_t)res != want)
 			fail(x, -EIO, "short write (%d of %u bytes)", res, want);
 		else {
@@ -337,8 +624,18 @@ void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
 			                          memory_order_relaxed);
 			sstf__engine_progress(e, x->gen);
 		}
+		if (x->ckpt_off && !x->ckpt_syncing && off < x->ckpt_off &&
+		    --x->ckpt_wait == 0) {
+			if (x->err)
+				x->ckpt_off = 0;
+			else
+				checkpoint_sync(e, x);
+		}
 		break;
 	}
+	case SSTF__OP_CKPT:
+		on_checkpoint_synced(e, x, res);
+		break;
 	case SSTF__OP_FSYNC:
 		if (res < 0)
 			fail(x, res, "fdatasync failed");
@@ -364,19 +661,21 @@ static void finish(struct sstf_engine *e, struct sstf__xfer *x, int result)
 	struct sstf__gen *g = x->gen;
 	unpause(e, x);
 	release_cur(e, x);
-	if (x->fd >= 0)
-		close(x->fd);
-	if (x->srcfd >= 0)
-		close(x->srcfd);
-	if (x->pdirfd >= 0) {
-		if (!x->renamed)
-			unlinkat(x->pdirfd, x->file->tmp, 0);
-		else if (result != 0 && result != -ECANCELED)
-			/* Renamed but not durable: it must not stay published. */
-			unlinkat(x->pdirfd, x->file->base, 0);
-		close(x->pdirfd);
+	int *fds[3] = {&x->fd, &x->srcfd, &x->chkfd};
+	for (int i = 0; i < 3; i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
 	}
-	x->fd = x->srcfd = x->pdirfd = -1;
+	if (x->tmp_made && !x->renamed)
+		unlinkat(g->stagefd, x->tmp, 0);
+	else if (x->renamed && result != 0 && result != -ECANCELED)
+		/* Renamed but not durable: it must not stay published. */
+		unlinkat(g->dirfd, x->file->name, 0);
+	x->tmp_made = false;
+	if (x->pdirfd >= 0)
+		close(x->pdirfd);
+	x->pdirfd = -1;
 	x->phase = SSTF__X_IDLE;
 	sstf__engine_file_done(e, x, result);
 	x->gen = NULL;
@@ -386,7 +685,8 @@ static void finish(struct sstf_engine *e, struct sstf__xfer *x, int result)
 	sstf__engine_gen_check(e, g);
 }
 
-/* Length and digest; 0 when the file may be published. */
+/* Length and digest. 0: x may be published; else the error, with x->err
+ * left unset for a digest mismatch, which the caller may retry. */
 static int verify(struct sstf__xfer *x)
 {
 	if (x->received != x->file->size) {
@@ -401,8 +701,9 @@ static int verify(struct sstf__xfer *x)
 			char want_hex[33], got_hex[33];
 			sstf__digest_format(&x->file->digest, want_hex);
 			sstf__digest_format(&got, got_hex);
-			fail(x, -SSTF_ECHECKSUM, "digest %s, expected %s", got_hex, want_hex);
-			return x->err;
+			snprintf(x->detail, sizeof(x->detail), "digest %s, expected %s%s", got_hex,
+			         want_hex, x->refetched ? ", twice (fetched again once)" : "");
+			return -SSTF_ECHECKSUM;
 		}
 	}
 	if (x->direct && (x->file->size % DIRECT_ALIGN) && ftruncate(x->fd, (off_t)x->file->size) < 0) {
@@ -412,10 +713,47 @@ static int verify(struct sstf__xfer *x)
 	return 0;
 }
 
+/*
+ * A digest mismatch: a flipped bit can come from a flaky hop, so the file
+ * starts over from byte 0, once, counted as a retry.
+ */
+static bool refetch(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	struct sstf__gen *g = x->gen;
+	if (x->refetched || x->retries >= (unsigned)e->cfg.max_retries ||
+	    atomic_load(&g->cancel_requested))
+		return false;
+	if (ftruncate(x->fd, 0) < 0)
+		return false;
+	if (x->ckpt_recorded)
+		(void)fremovexattr(x->fd, SSTF__XATTR_PARTIAL);
+	x->refetched = true;
+	x->retries++;
+	atomic_fetch_add_explicit(&e->retries, 1, memory_order_relaxed);
+	/* Progress counts the bytes of the attempt that stands. */
+	atomic_fetch_sub_explicit(&g->bytes_done, x->queued - x->resumed_from,
+	                          memory_order_relaxed);
+	atomic_fetch_sub_explicit(&g->bytes_present, x->resumed_from, memory_order_relaxed);
+	x->received = x->queued = x->resumed_from = 0;
+	x->ckpt_recorded = false;
+	x->ckpt_next = first_checkpoint(e, x);
+	x->detail[0] = '\0';
+	x->http_status = 0;
+	sstf__hasher_reset(&x->hasher, x->file->kind);
+	x->source_done = false;
+	int ret = start_source(e, x);
+	if (ret < 0) {
+		fail(x, ret, NULL);
+		x->source_done = !x->curl_attached && !x->reading;
+	}
+	return true;
+}
+
 static void submit_rename(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-	io_uring_prep_renameat(sqe, x->pdirfd, x->file->tmp, x->pdirfd, x->file->base, 0);
+	/* x->tmp and the arena's name outlive the submit, which copies them. */
+	io_uring_prep_renameat(sqe, x->gen->stagefd, x->tmp, x->gen->dirfd, x->file->name, 0);
 	sstf__ring_tag(sqe, x->slot, SSTF__OP_RENAME, 0);
 	x->phase = SSTF__X_RENAME;
 }
@@ -435,11 +773,21 @@ void sstf__xfer_step(struct sstf_engine *e, struct sstf__xfer *x)
 	}
 	bool sync = e->cfg.fsync != SSTF_OFF;
 	switch (x->phase) {
-	case SSTF__X_FETCH:
-		if (verify(x) < 0) {
+	case SSTF__X_CHECK:
+		return; /* its reads drive it */
+	case SSTF__X_FETCH: {
+		int v = verify(x);
+		if (v == -SSTF_ECHECKSUM && refetch(e, x))
+			return;
+		if (v < 0) {
+			fail(x, v, NULL);
 			finish(e, x, x->err);
 			return;
 		}
+		/* Vouch for it in later runs; then it must not look partial. */
+		if (x->ckpt_recorded)
+			(void)fremovexattr(x->fd, SSTF__XATTR_PARTIAL);
+		(void)sstf__record_verified_set(x->fd, x->file);
 		if (sync) {
 			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 			io_uring_prep_fsync(sqe, x->fd, IORING_FSYNC_DATASYNC);
@@ -449,6 +797,7 @@ void sstf__xfer_step(struct sstf_engine *e, struct sstf__xfer *x)
 			submit_rename(e, x);
 		}
 		return;
+	}
 	case SSTF__X_SYNC:
 		submit_rename(e, x);
 		return;

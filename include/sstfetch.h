@@ -26,6 +26,55 @@
  * Threads. Unless a function says otherwise it may be called from any thread,
  * including from inside a callback. Functions that block say so, and say what
  * they do when called from a callback.
+ *
+ * The destination directory. A batch's files land below its dest_dir, and
+ * the engine keeps its own working files in one subdirectory of it:
+ *
+ *   DEST/.sstf/                  the staging directory (mode 0755), created
+ *                                on demand, removed when it is left empty
+ *   DEST/.sstf/TOKEN.lock        one per running generation, locked
+ *                                (flock) for the generation's whole life
+ *   DEST/.sstf/TOKEN-INDEX.tmp   the file being fetched; renamed to
+ *                                DEST/NAME once verified
+ *
+ * TOKEN is 16 hex digits drawn from getrandom() for each generation, so a
+ * temporary name cannot be guessed from the batch, and no two writers
+ * (generations, engines, processes) share one. No path component of an
+ * entry's name may start with ".sstf": such a name is refused at submit
+ * (-SSTF_EBADENTRY), so no entry can fall into that namespace. The staging
+ * directory and every directory a name runs through must be on the same
+ * filesystem as DEST (the publish is a rename).
+ *
+ * Shared destinations. Any number of writers may fetch into one dest_dir at
+ * once: several generations of one engine, several engines, several
+ * processes. A writer only ever opens, truncates, renames or removes its own
+ * TOKEN files, or those of a writer that is gone (below). Two writers that
+ * fetch the same NAME each publish a verified copy by rename, so NAME ends
+ * up holding one of them whole; which one is not defined.
+ *
+ * Restart after a crash. When a generation is submitted, the engine sweeps
+ * DEST/.sstf/: a TOKEN whose lock file it can lock belongs to a writer that
+ * is gone (flock locks die with their process). Its temporary files are
+ * removed, except partial files that the new batch can resume (see
+ * sstf_config.resume), which the new generation takes over. Files of live
+ * writers are never touched.
+ *
+ * Files already in place. Before fetching NAME the engine looks at what is
+ * there (see sstf_config.existing). By default a file of the right size is
+ * skipped, as already verified, when it carries the record that the engine
+ * wrote when it published it (the extended attribute "user.sstfetch.v1":
+ * digest kind, digest, size and modification time); without such a record
+ * it is re-hashed, reading it with O_DIRECT through the ring, and skipped
+ * when the digest matches. Skipped files are reported with result 0 and
+ * `skipped` set; nothing is written.
+ *
+ * Admission. Before a generation writes a byte, sstf_submit() compares the
+ * free space of DEST's filesystem (statvfs f_bavail) with what the batch
+ * still needs: the sizes of the files not already in place of the right
+ * size, less what resumable partial files already hold, plus
+ * sstf_config.disk_reserve. When it does not fit, sstf_submit() fails with
+ * -ENOSPC and errbuf gives both numbers. A disk that fills up later still
+ * fails the files it hits cleanly (-ENOSPC, nothing published).
  */
 #ifndef SSTFETCH_H
 #define SSTFETCH_H
@@ -111,6 +160,23 @@ enum sstf_switch {
 #define SSTF_MIN_BUF_SIZE (64u * 1024u)
 #define SSTF_MAX_BUF_SIZE (64u * 1024u * 1024u)
 #define SSTF_MAX_BUFFERS 4095
+#define SSTF_DEFAULT_DISK_RESERVE ((uint64_t)64 * 1024 * 1024)
+#define SSTF_DEFAULT_CHECKPOINT_BYTES ((uint64_t)8 * 1024 * 1024)
+
+/* What to do with a file already present under its final name. */
+enum sstf_existing {
+	/* Skip a file of the right size whose publish record (see "Files
+	 * already in place" above) matches its digest, size and mtime;
+	 * re-hash a file of the right size that has no such record, and skip
+	 * it when its digest matches. Anything else is fetched and replaces
+	 * it. With SSTF_DIGEST_NONE, the right size is enough. */
+	SSTF_EXISTING_TRUST = 0,
+	/* Strict: re-hash every file of the right size, record or not
+	 * (SSTF_DIGEST_NONE files are fetched). */
+	SSTF_EXISTING_REHASH = 1,
+	/* Never skip: fetch every file and replace what is there. */
+	SSTF_EXISTING_REFETCH = 2,
+};
 
 /*
  * Engine configuration. A zeroed struct means the defaults given below; any
@@ -148,8 +214,38 @@ struct sstf_config {
 	                                 none. A retry resumes at the first
 	                                 byte not yet received (an HTTP range
 	                                 request), keeping the hash state, after
-	                                 a backoff of 100 ms doubling to 5 s. */
+	                                 a backoff of 100 ms doubling to 5 s.
+	                                 A file whose digest does not match is
+	                                 fetched again from its first byte once,
+	                                 counted as a retry (a flipped bit can
+	                                 come from a flaky hop); a second
+	                                 mismatch fails it. */
 	const struct sstf_allocator *allocator; /* NULL: the C library's */
+	enum sstf_existing existing;  /* files already under their final
+	                                 name; SSTF_EXISTING_TRUST */
+	enum sstf_switch admission;   /* DEFAULT/ON: check the free space at
+	                                 submit (see "Admission"); OFF: don't */
+	uint64_t disk_reserve;        /* admission: bytes the destination's
+	                                 filesystem must keep free beyond what
+	                                 a batch needs; 0: 64 MiB */
+	enum sstf_switch resume;      /* DEFAULT/ON: a file at least twice
+	                                 checkpoint_bytes long records a
+	                                 checkpoint every checkpoint_bytes: its
+	                                 temporary file is synced (fsync) up to
+	                                 an offset, then the offset and the
+	                                 hash state there are written to its
+	                                 extended attribute
+	                                 "user.sstfetch.partial". After a crash
+	                                 the next generation that fetches the
+	                                 same name, size and digest into the
+	                                 same dest_dir continues from the last
+	                                 checkpoint; bytes past it are never
+	                                 trusted. Cancelled or failed files
+	                                 keep nothing. Checkpoints sync even
+	                                 with fsync OFF. OFF: no checkpoints. */
+	uint64_t checkpoint_bytes;    /* bytes between two checkpoints; a
+	                                 multiple of buf_size, rounded up;
+	                                 0: 8 MiB */
 };
 
 /*
@@ -204,11 +300,15 @@ enum sstf_digest_kind {
 /* One file of a batch. */
 struct sstf_file {
 	/* Path relative to the batch's dest_dir. Must be relative, must not
-	 * contain a ".." component or be empty, each component at most
+	 * contain a "." or ".." component, an empty one, or one that starts
+	 * with ".sstf" (the engine's own namespace); each component at most
 	 * NAME_MAX bytes and the whole at most PATH_MAX - 1. Directories on
 	 * the way are created. */
 	const char *name;
-	/* http://, https:// or file:// URL of the content. */
+	/* http://, https:// or file:// URL of the content. NULL: the batch's
+	 * base_url, "/", then the name with every byte outside RFC 3986's
+	 * unreserved set and '/' percent-encoded. Its scheme must be one the
+	 * batch allows (sstf_batch.protocols). */
 	const char *url;
 	/* Expected length in bytes. */
 	uint64_t size;
@@ -232,15 +332,25 @@ struct sstf_file_result {
 	const char *detail;   /* a human-readable reason when result != 0
 	                         (e.g. "HTTP 404", curl's message); valid
 	                         during the callback; "" when none */
+	int skipped;          /* 1: the file was already in place and
+	                         verified (result 0); nothing was fetched */
+	uint64_t resumed_from; /* > 0: the fetch continued a crashed
+	                          writer's partial file from this offset;
+	                          `bytes` counts only what was received */
 };
 
 /* A snapshot of a generation's progress. */
 struct sstf_progress {
 	uint64_t bytes_done;  /* bytes written and hashed */
 	uint64_t bytes_total; /* sum of the files' expected sizes */
-	uint64_t files_done;  /* files published */
+	uint64_t files_done;  /* files published, or skipped as already in
+	                         place (files_skipped counts those too) */
 	uint64_t files_failed;
 	uint64_t files_total;
+	uint64_t files_skipped; /* already in place and verified */
+	uint64_t bytes_present; /* bytes that needed no transfer: skipped
+	                           files and resumed prefixes, which
+	                           bytes_done does not count */
 };
 
 /*
@@ -265,7 +375,7 @@ typedef void (*sstf_progress_cb)(void *user, uint64_t gen,
                                  const struct sstf_progress *progress);
 
 struct sstf_batch {
-	const char *dest_dir; /* must exist */
+	const char *dest_dir; /* must exist; see "The destination directory" */
 	const struct sstf_file *files;
 	size_t nfiles;
 	sstf_file_done_cb on_file_done;
@@ -276,14 +386,32 @@ struct sstf_batch {
 	 * message here naming the bad entry and what is wrong with it. */
 	char *errbuf;
 	size_t errbuf_len;
+	/* Optional base URL for the files whose url is NULL (see
+	 * sstf_file.url); trailing slashes are ignored. */
+	const char *base_url;
+	/* Which URL schemes the files may name, comma-separated as curl's
+	 * CURLOPT_PROTOCOLS_STR ("http,https,file"). NULL: only base_url's
+	 * own scheme when base_url is set (so a manifest cannot point one
+	 * entry at file:///etc/passwd); every supported scheme when it is
+	 * not (then every URL is the caller's own). */
+	const char *protocols;
 };
 
 /*
  * Starts fetching a batch as a new generation.
  *
  * Every entry is validated first; one bad entry rejects the whole batch with
- * -SSTF_EBADENTRY (or -SSTF_EBADURL), and the message in errbuf names it.
- * Two entries with the same name are a bad entry too.
+ * -SSTF_EBADENTRY (or -SSTF_EBADURL for a scheme the batch does not allow),
+ * and the message in errbuf names it. Two entries with the same name are a
+ * bad entry too.
+ *
+ * Then, in the calling thread, the destination is prepared: the staging
+ * directory and the generation's lock file are created, writers that are
+ * gone are swept (see "Restart after a crash"), and the batch is admitted
+ * against the free space (see "Admission"; -ENOSPC). Errors opening or
+ * creating these are returned as negative errno values with errbuf naming
+ * the path. This does blocking file-system calls: a stat of each file only
+ * when free space is short, a directory read of DEST/.sstf.
  *
  * Memory: the engine copies the names, URLs, digests and dest_dir into
  * memory owned by the new generation. The caller may free or reuse the batch,
@@ -292,12 +420,13 @@ struct sstf_batch {
  *
  * Returns 0 and stores the generation id (never 0) in *gen, or a negative
  * error. When sstf_submit() returns an error, no callback of the batch is
- * ever called. An empty batch is valid; it completes at once.
+ * ever called and nothing was written. An empty batch is valid; it
+ * completes at once.
  *
- * Files of a generation are written under temporary names (".sstf-GEN-INDEX.tmp")
- * in their destination directory and renamed to NAME once verified. A file
- * that fails or is cancelled leaves nothing under NAME and no temporary file.
- * An existing file named NAME is replaced, atomically, only by a verified one.
+ * Files of a generation are written under temporary names in DEST/.sstf/
+ * and renamed to NAME once verified. A file that fails or is cancelled
+ * leaves nothing under NAME and no temporary file. An existing file named
+ * NAME is replaced, atomically, only by a verified one.
  *
  * Any thread, including callbacks.
  */
