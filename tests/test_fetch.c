@@ -103,6 +103,7 @@ struct rec {
 	int *result;
 	int *status;
 	uint64_t *bytes;
+	int *skipped;
 	char **detail;
 	unsigned batch_done;
 	int batch_result;
@@ -126,8 +127,10 @@ static void rec_init(struct rec *r, const struct sstf_file *files, size_t n)
 	r->result = calloc(m, sizeof(*r->result));
 	r->status = calloc(m, sizeof(*r->status));
 	r->bytes = calloc(m, sizeof(*r->bytes));
+	r->skipped = calloc(m, sizeof(*r->skipped));
 	r->detail = calloc(m, sizeof(*r->detail));
-	cr_assert(r->names && r->done && r->result && r->status && r->bytes && r->detail);
+	cr_assert(r->names && r->done && r->result && r->status && r->bytes && r->skipped &&
+	          r->detail);
 	for (size_t i = 0; i < n; i++) {
 		r->names[i] = strdup(files[i].name);
 		r->result[i] = 1; /* "never reported" */
@@ -145,6 +148,7 @@ static void rec_fini(struct rec *r)
 	free(r->result);
 	free(r->status);
 	free(r->bytes);
+	free(r->skipped);
 	free(r->detail);
 	pthread_mutex_destroy(&r->mu);
 }
@@ -172,6 +176,7 @@ static void on_file(void *user, uint64_t gen, const struct sstf_file_result *res
 		r->result[i] = res->result;
 		r->status[i] = res->http_status;
 		r->bytes[i] = res->bytes;
+		r->skipped[i] = res->skipped;
 		if (!res->name || strcmp(res->name, r->names[i]) != 0)
 			r->bad_name++;
 		free(r->detail[i]);
@@ -207,6 +212,7 @@ static void on_prog(void *user, uint64_t gen, const struct sstf_progress *p)
 
 /* Set by a test before it makes its engines. */
 static enum sstf_switch opt_direct_io, opt_fsync;
+static enum sstf_existing opt_existing;
 
 static sstf_engine *engine_new(int small)
 {
@@ -214,6 +220,7 @@ static sstf_engine *engine_new(int small)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.direct_io = opt_direct_io;
 	cfg.fsync = opt_fsync;
+	cfg.existing = opt_existing;
 	if (small) {
 		/* Few buffers: transfers must pause and resume. */
 		cfg.buf_size = 64 * KIB;
@@ -290,8 +297,12 @@ static void expect_dest_is(const char *dir, const size_t *which, size_t n)
 	cr_expect_eq(ds_check_dest(&ds, dir, which, n, why, sizeof(why)), 0, "%s", why);
 }
 
-/* Fetches the whole fixture, with `base` as the URL prefix. */
-static void fetch_all(int small, const char *base, int kind)
+/*
+ * Fetches the whole fixture, with `base` as the URL prefix. With
+ * expect_skip, every file must already be in place: reported skipped, with
+ * no byte fetched.
+ */
+static void fetch_all_ex(int small, const char *base, int kind, int expect_skip)
 {
 	sstf_engine *eng = engine_new(small);
 	struct sstf_file *files = ds_batch_new(&ds, base, kind);
@@ -302,8 +313,11 @@ static void fetch_all(int small, const char *base, int kind)
 	for (size_t i = 0; i < ds.n; i++) {
 		cr_expect_eq(r.result[i], 0, "file %s: %d (%s) %s", ds.files[i].name,
 		             r.result[i], sstf_strerror(r.result[i]), r.detail[i]);
-		cr_expect_eq(r.bytes[i], ds.files[i].size, "file %s: %llu bytes reported",
-		             ds.files[i].name, (unsigned long long)r.bytes[i]);
+		cr_expect_eq(r.bytes[i], expect_skip ? 0 : ds.files[i].size,
+		             "file %s: %llu bytes reported", ds.files[i].name,
+		             (unsigned long long)r.bytes[i]);
+		cr_expect_eq(r.skipped[i], expect_skip, "file %s: skipped %d, expected %d",
+		             ds.files[i].name, r.skipped[i], expect_skip);
 	}
 	expect_dest_is(dest, NULL, ds.n);
 	expect_no_temps(dest);
@@ -314,7 +328,8 @@ static void fetch_all(int small, const char *base, int kind)
 		cr_expect_eq(st.buf_size, 64 * KIB);
 		cr_expect_leq(st.buffers_total * st.buf_size, SMALL_MEM_LIMIT);
 	}
-	cr_expect_gt(st.buffers_peak, 0);
+	if (!expect_skip)
+		cr_expect_gt(st.buffers_peak, 0);
 	cr_expect_leq(st.buffers_peak, st.buffers_total);
 	cr_log_info("%s: %llu of %llu buffers of %zu bytes at peak, fixed %d, ring flags 0x%x",
 	            small ? "small" : "default", (unsigned long long)st.buffers_peak,
@@ -323,6 +338,11 @@ static void fetch_all(int small, const char *base, int kind)
 	engine_free_checked(eng);
 	ds_batch_free(files, ds.n, 1);
 	rec_fini(&r);
+}
+
+static void fetch_all(int small, const char *base, int kind)
+{
+	fetch_all_ex(small, base, kind, 0);
 }
 
 /* Picks fixture indexes by size (first match). */
@@ -369,8 +389,21 @@ Test(fetch, many_files_xxh3_twice_into_same_dir_replaces,
      .init = fixture_init, .fini = fixture_fini)
 {
 	fetch_all(1, org->base_url, SSTF_DIGEST_XXH3);
-	/* Every file now exists; a second generation replaces them all. */
+	/* Every file now exists; told not to trust them, a second generation
+	 * replaces them all. */
+	opt_existing = SSTF_EXISTING_REFETCH;
 	fetch_all(0, org->base_url, SSTF_DIGEST_XXH3);
+}
+
+Test(fetch, second_fetch_skips_every_verified_file, .init = fixture_init,
+     .fini = fixture_fini)
+{
+	/* The publish record vouches for each file: nothing is fetched. */
+	fetch_all(1, org->base_url, SSTF_DIGEST_XXH128);
+	fetch_all_ex(1, org->base_url, SSTF_DIGEST_XXH128, 1);
+	/* Strict: every file is re-hashed in place, and still skipped. */
+	opt_existing = SSTF_EXISTING_REHASH;
+	fetch_all_ex(1, org->base_url, SSTF_DIGEST_XXH128, 1);
 }
 
 Test(fetch, empty_batch_completes_at_once, .init = fixture_init, .fini = fixture_fini)
@@ -391,6 +424,7 @@ Test(fetch, many_files_direct_io_on_odd_sizes, .init = fixture_init, .fini = fix
 	 * a partial block that must still land exactly. */
 	opt_direct_io = SSTF_ON;
 	fetch_all(1, org->base_url, DS_DIGEST_MIXED);
+	cr_assert_eq(ds_empty_dir(dest), 0);
 	fetch_all(0, org->base_url, SSTF_DIGEST_XXH3);
 }
 

@@ -146,6 +146,30 @@ Test(loop, connect_failing_at_once_without_network_is_collected, .init = fixture
 	engine_free_checked(eng);
 }
 
+/*
+ * A refused connection is retried after a backoff. The retry is scheduled
+ * while collecting; the loop must arm its timer before it sleeps, or the
+ * file waits forever.
+ */
+Test(loop, retry_scheduled_while_collecting_runs, .init = fixture_init, .fini = fixture_fini)
+{
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_retries = 2;
+	cfg.max_transfers = 1;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	struct one o = {0};
+	/* Port 1 on loopback: refused at once, every time. */
+	int res = fetch_one(eng, "http://127.0.0.1:1/000001.sst", &o);
+	cr_expect_eq(res, -SSTF_ETRANSFER, "result %d (%s)", res, sstf_strerror(res));
+	struct sstf_stats st;
+	cr_assert_eq(sstf_stats(eng, &st), 0);
+	cr_expect_eq(st.retries, 2, "%llu retries, expected 2",
+	             (unsigned long long)st.retries);
+	engine_free_checked(eng);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Commands made on the loop thread                                         */
 

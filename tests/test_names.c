@@ -1,9 +1,10 @@
 /*
  * Description: batch entry names are checked before anything touches the
  * disk: relative, no "." or ".." component, no empty component, no NUL,
- * each component at most NAME_MAX and the whole below PATH_MAX; and
- * sstf_submit() rejects a bad or duplicate entry, naming it, without ever
- * calling a callback.
+ * each component at most NAME_MAX and the whole below PATH_MAX, no
+ * component in the engine's own ".sstf" namespace; a per-file URL may only
+ * name a scheme the batch allows; and sstf_submit() rejects a bad or
+ * duplicate entry, naming it, without ever calling a callback.
  */
 #include <criterion/criterion.h>
 
@@ -70,6 +71,20 @@ Test(names, refuses_empty_absolute_dot_and_dotdot)
 		cr_expect_eq(r, -SSTF_EBADENTRY, "'%s' gave %d", bad[i], r);
 		cr_expect_neq(msg[0], '\0', "'%s' refused without a reason", bad[i]);
 	}
+}
+
+Test(names, refuses_components_in_the_engine_namespace)
+{
+	/* The operator's trial: an entry named like a temporary made one
+	 * file hold another's bytes. No component may start with ".sstf". */
+	cr_assert_eq(check(".sstf-1-0.tmp"), -SSTF_EBADENTRY);
+	cr_assert_eq(check(".sstf"), -SSTF_EBADENTRY);
+	cr_assert_eq(check("a/.sstf/0123456789abcdef-0.tmp"), -SSTF_EBADENTRY);
+	cr_assert_eq(check(".sstfoo/b.sst"), -SSTF_EBADENTRY);
+	cr_assert_eq(check("x.sstf"), 0, "only a leading .sstf is the namespace");
+	cr_assert_eq(check("a/b.sstf-1"), 0);
+	cr_assert_eq(check(".sst"), 0);
+	cr_assert_eq(check("sstf/x"), 0);
 }
 
 Test(names, refuses_embedded_nul)
@@ -270,6 +285,57 @@ Test(names_api, submit_refuses_bad_digest_and_scheme, .init = api_init, .fini = 
 	files[1] = good("ftp.sst");
 	files[1].url = "ftp://127.0.0.1/x";
 	expect_refused(files, 2, -SSTF_EBADURL, "ftp.sst");
+}
+
+Test(names_api, submit_refuses_name_in_temporary_namespace, .init = api_init,
+     .fini = api_fini)
+{
+	struct sstf_file files[2] = { good("000001.sst"), good(".sstf-1-0.tmp") };
+	expect_refused(files, 2, -SSTF_EBADENTRY, ".sstf-1-0.tmp");
+}
+
+/* Runs sstf_check_batch on one file with its own url under base_url. */
+static int check_scheme(const char *base_url, const char *url, const char *protocols,
+                        char *errbuf, size_t len)
+{
+	struct sstf_file f[2] = { good("a.sst"), good("b.sst") };
+	f[0].url = NULL; /* base_url/a.sst */
+	f[1].url = url;
+	struct sstf_batch b = { .dest_dir = "/nonexistent", .files = f, .nfiles = 2,
+	                        .errbuf = errbuf, .errbuf_len = len,
+	                        .base_url = base_url, .protocols = protocols };
+	errbuf[0] = '\0';
+	return sstf_check_batch(&b);
+}
+
+Test(names_api, per_file_url_only_in_the_sources_scheme, .init = api_init, .fini = api_fini)
+{
+	char why[512];
+	/* The trial's manifest: "url": "file:///etc/passwd" under an http
+	 * source was read, and its size leaked into the error. */
+	int r = check_scheme("http://127.0.0.1:1/set", "file:///etc/passwd", NULL, why,
+	                     sizeof(why));
+	cr_expect_eq(r, -SSTF_EBADURL, "%d (%s): %s", r, sstf_strerror(r), why);
+	cr_expect(strstr(why, "b.sst") && strstr(why, "file://") && strstr(why, "http"),
+	          "the message must name the entry and both schemes: %s", why);
+	cr_expect_eq(check_scheme("http://127.0.0.1:1", "https://mirror/b.sst", NULL, why,
+	                          sizeof(why)),
+	             -SSTF_EBADURL, "https is another scheme than http: %s", why);
+	/* Widened explicitly, as curl's CURLOPT_PROTOCOLS_STR. */
+	cr_expect_eq(check_scheme("http://127.0.0.1:1", "file:///etc/passwd", "http,file", why,
+	                          sizeof(why)),
+	             0, "%s", why);
+	cr_expect_eq(check_scheme("http://127.0.0.1:1", "https://mirror/b.sst", "all", why,
+	                          sizeof(why)),
+	             0, "%s", why);
+	/* Without a base URL every URL is the caller's own choice. */
+	cr_expect_eq(check_scheme(NULL, "file:///etc/passwd", NULL, why, sizeof(why)),
+	             -SSTF_EBADENTRY, "a.sst has no url and there is no base_url");
+	cr_expect(strstr(why, "a.sst") && strstr(why, "base_url"), "%s", why);
+	/* A bad list is refused, naming the word. */
+	cr_expect_eq(check_scheme("http://127.0.0.1:1", NULL, "http,gopher", why, sizeof(why)),
+	             -EINVAL);
+	cr_expect(strstr(why, "gopher"), "%s", why);
 }
 
 Test(names_api, valid_batch_after_refusals_is_accepted, .init = api_init, .fini = api_fini)
