@@ -344,7 +344,8 @@ struct sstf__partial {
 	uint64_t offset;
 	struct sstf__digest digest;
 	uint8_t kind;
-	XXH3_state_t state; /* the hash state after `offset` bytes */
+	XXH3_state_t state; /* the hash state after `offset` bytes; its
+	                       extSecret is the writer's pointer, not ours */
 };
 
 /* The 64-bit hash that identifies a name in a checkpoint. */
@@ -384,6 +385,7 @@ struct sstf__pool {
 	uint32_t *free_stack;
 	uint32_t *len; /* bytes of file data in each buffer */
 	uint64_t *off; /* file offset of each buffer's write */
+	uint32_t *done; /* bytes of each buffer's write done so far */
 	uint32_t used_peak;
 	bool fixed;    /* registered with the ring */
 };
@@ -423,7 +425,10 @@ struct sstf__xfer {
 	bool skipped;  /* already in place and verified */
 	bool refetched; /* a digest mismatch started it over once */
 	uint64_t resumed_from;
-	uint64_t checked;   /* CHECK: bytes of the file in place hashed */
+	uint64_t checked;   /* CHECK: bytes hashed so far */
+	uint64_t check_len; /* CHECK: bytes to hash */
+	bool check_prefix;  /* CHECK reads an adopted partial's prefix, whose
+	                       checkpoint state waits in ckpt_state */
 	uint32_t writes;    /* writes in flight */
 	uint64_t ckpt_next; /* checkpoint when queued reaches this; 0: never */
 	uint64_t ckpt_off;  /* the pending checkpoint's offset; 0: none */

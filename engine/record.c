@@ -15,9 +15,11 @@
  *   - The checkpoint (SSTF__XATTR_PARTIAL), set on a temporary file once
  *     every byte below an offset is durable: the name's hash, size, digest,
  *     that offset, and the XXH3 streaming state after hashing exactly those
- *     bytes. XXH3_state_t is a plain struct without pointers when the
- *     default secret is used (extSecret NULL), so it is saved as bytes;
- *     the record carries the xxHash version and the state's size, and a
+ *     bytes. XXH3_state_t is saved as bytes; its one pointer, extSecret,
+ *     points at the library's built-in secret (the engine never uses
+ *     another), which is only valid in the process that saved it, so the
+ *     reader re-points it at its own (see resume_partial() in sink.c). The
+ *     record carries the xxHash version and the state's size, and a
  *     checksum over everything, so that a record from another build, or a
  *     torn one, is refused rather than trusted.
  *
@@ -127,9 +129,6 @@ int sstf__record_partial_get(int fd, struct sstf__partial *out)
 	    r.xxh_version != XXH_versionNumber() || r.state_size != sizeof(XXH3_state_t) ||
 	    r.check != XXH3_64bits(&r, offsetof(struct partial_rec, check)) ||
 	    r.digest_len > SSTF__DIGEST_MAX || r.offset > r.size)
-		return -EBADMSG;
-	/* A custom secret would be a pointer into another process. */
-	if (r.state.extSecret != NULL)
 		return -EBADMSG;
 	out->name_hash = r.name_hash;
 	out->size = r.size;

@@ -14,7 +14,9 @@
  *   start   a file already in place of the right size is skipped when its
  *           publish record vouches for it (record.c), or goes to CHECK
  *   CHECK   the file in place is read through the ring and re-hashed; a
- *           match is skipped, anything else goes to FETCH
+ *           match is skipped, anything else goes to FETCH. In strict mode
+ *           an adopted partial's prefix is re-hashed here too, and resumed
+ *           only when it hashes to its checkpoint's state.
  *   FETCH   the source runs; a crashed writer's partial that the sweep
  *           adopted is resumed at its checkpoint, with its hash state.
  *           Large files take checkpoints as they go: once every write
@@ -49,7 +51,8 @@ int sstf__pool_init(struct sstf__pool *p, const struct sstf_allocator *a,
 	p->free_stack = sstf__alloc(a, n * sizeof(uint32_t));
 	p->len = sstf__alloc(a, n * sizeof(uint32_t));
 	p->off = sstf__alloc(a, n * sizeof(uint64_t));
-	if (!p->mem || !p->free_stack || !p->len || !p->off) {
+	p->done = sstf__alloc(a, n * sizeof(uint32_t));
+	if (!p->mem || !p->free_stack || !p->len || !p->off || !p->done) {
 		sstf__pool_fini(p, a);
 		return -ENOMEM;
 	}
@@ -67,6 +70,7 @@ void sstf__pool_fini(struct sstf__pool *p, const struct sstf_allocator *a)
 	sstf__free(a, p->free_stack);
 	sstf__free(a, p->len);
 	sstf__free(a, p->off);
+	sstf__free(a, p->done);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -162,6 +166,9 @@ static int open_tmp(struct sstf_engine *e, struct sstf__xfer *x, bool create)
 
 static void finish(struct sstf_engine *e, struct sstf__xfer *x, int result);
 static void begin_fetch(struct sstf_engine *e, struct sstf__xfer *x);
+static void start_fetch(struct sstf_engine *e, struct sstf__xfer *x);
+static void resume_at(struct sstf__xfer *x, uint64_t offset);
+static void discard_partial(struct sstf__xfer *x);
 static void issue_check_read(struct sstf_engine *e, struct sstf__xfer *x);
 
 static void skip(struct sstf_engine *e, struct sstf__xfer *x)
@@ -209,6 +216,7 @@ static bool look_in_place(struct sstf_engine *e, struct sstf__xfer *x)
 	x->phase = SSTF__X_CHECK;
 	x->source_done = true; /* no source runs while checking */
 	x->checked = 0;
+	x->check_len = f->size;
 	issue_check_read(e, x);
 	return true;
 }
@@ -243,6 +251,27 @@ static void check_failed(struct sstf_engine *e, struct sstf__xfer *x)
 	begin_fetch(e, x);
 }
 
+/* The prefix re-hash of an adopted partial ended: resume or start over. */
+static void prefix_checked(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	close(x->chkfd);
+	x->chkfd = -1;
+	x->check_prefix = false;
+	struct sstf__hasher saved = {.kind = x->hasher.kind};
+	memcpy(&saved.state, &x->ckpt_state, sizeof(saved.state));
+	struct sstf__digest got, want;
+	sstf__hasher_final(&x->hasher, &got);
+	sstf__hasher_final(&saved, &want);
+	if (x->checked == x->check_len && sstf__digest_equal(&got, &want)) {
+		resume_at(x, x->check_len); /* the hasher holds that state */
+	} else {
+		sstf__hasher_reset(&x->hasher, x->file->kind);
+		discard_partial(x);
+	}
+	x->checked = 0;
+	start_fetch(e, x);
+}
+
 void sstf__xfer_on_check_read(struct sstf_engine *e, struct sstf__xfer *x,
                               unsigned buf, int res)
 {
@@ -255,20 +284,28 @@ void sstf__xfer_on_check_read(struct sstf_engine *e, struct sstf__xfer *x,
 		return;
 	}
 	/* A failed read, or more bytes than expected (it grew): not ours. */
-	if (res < 0 || (uint64_t)res > f->size - x->checked) {
+	if (res < 0 || (uint64_t)res > x->check_len - x->checked) {
 		sstf__pool_put(&e->pool, (int)buf);
-		check_failed(e, x);
+		x->checked = UINT64_MAX; /* never equal to check_len */
+		if (x->check_prefix)
+			prefix_checked(e, x);
+		else
+			check_failed(e, x);
 		return;
 	}
 	sstf__hasher_update(&x->hasher, sstf__pool_buf(&e->pool, (int)buf), (size_t)res);
 	x->checked += (uint64_t)res;
 	sstf__pool_put(&e->pool, (int)buf);
-	if (res > 0 && x->checked < f->size) {
+	if (res > 0 && x->checked < x->check_len) {
 		issue_check_read(e, x);
 		return;
 	}
+	if (x->check_prefix) {
+		prefix_checked(e, x);
+		return;
+	}
 	/* All of it was read (an O_DIRECT read past an unaligned end would
-	 * fail, so stop at the size), or it ended early, or failed. */
+	 * fail, so stop at the size), or it ended early. */
 	struct stat st;
 	struct sstf__digest got;
 	sstf__hasher_final(&x->hasher, &got);
@@ -300,7 +337,8 @@ void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
 	x->retries = 0;
 	x->cur_buf = -1;
 	x->cur_len = 0;
-	x->received = x->queued = x->checked = x->resumed_from = 0;
+	x->received = x->queued = x->checked = x->check_len = x->resumed_from = 0;
+	x->check_prefix = false;
 	x->writes = 0;
 	x->ckpt_next = x->ckpt_off = 0;
 	x->ckpt_wait = 0;
@@ -334,26 +372,73 @@ void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
 	begin_fetch(e, x);
 }
 
-/*
- * Continues the adopted partial at its checkpoint: its hash state, its
- * offset. Anything that does not fit starts the file from byte 0.
- */
-static void resume_partial(struct sstf__xfer *x)
+/* Takes the hash state from a checkpoint, with the extSecret of `ours`, a
+ * freshly reset state: the saved one pointed into the dead writer's copy
+ * of xxHash. */
+static void restore_state(XXH3_state_t *dst, const XXH3_state_t *saved,
+                          const XXH3_state_t *ours)
 {
-	const struct sstf__file *f = x->file;
-	struct sstf__partial p;
-	if (sstf__record_partial_get(x->fd, &p) == 0 &&
-	    sstf__partial_fits(&p, f, sstf__name_hash(f->name), x->direct) &&
-	    ftruncate(x->fd, (off_t)p.offset) == 0) {
-		memcpy(&x->hasher.state, &p.state, sizeof(p.state));
-		x->received = x->queued = x->resumed_from = p.offset;
-		x->ckpt_recorded = true;
-		atomic_fetch_add_explicit(&x->gen->bytes_present, p.offset, memory_order_relaxed);
-		return;
-	}
+	const unsigned char *secret = ours->extSecret;
+	memcpy(dst, saved, sizeof(*dst));
+	dst->extSecret = secret;
+}
+
+/* The partial holds `offset` trusted bytes: continue after them. */
+static void resume_at(struct sstf__xfer *x, uint64_t offset)
+{
+	x->received = x->queued = x->resumed_from = offset;
+	x->ckpt_recorded = true;
+	atomic_fetch_add_explicit(&x->gen->bytes_present, offset, memory_order_relaxed);
+}
+
+/* Empties an adopted partial that cannot be resumed. */
+static void discard_partial(struct sstf__xfer *x)
+{
 	if (ftruncate(x->fd, 0) < 0)
 		fail(x, -errno, "cannot truncate an adopted partial file");
 	(void)fremovexattr(x->fd, SSTF__XATTR_PARTIAL);
+}
+
+/*
+ * Continues the adopted partial at its checkpoint, with its hash state.
+ * The bytes below a durable checkpoint are trusted as the bytes of any
+ * write are: the engine never reads back what it wrote. In strict mode
+ * (SSTF_EXISTING_REHASH) they are re-hashed first: CHECK reads them, and
+ * only a hash equal to the checkpoint's resumes. Returns true when CHECK
+ * took over. Anything that does not fit starts the file from byte 0.
+ */
+static bool resume_partial(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	const struct sstf__file *f = x->file;
+	struct sstf__partial p;
+	if (sstf__record_partial_get(x->fd, &p) != 0 ||
+	    !sstf__partial_fits(&p, f, sstf__name_hash(f->name), x->direct) ||
+	    ftruncate(x->fd, (off_t)p.offset) != 0) {
+		discard_partial(x);
+		return false;
+	}
+	if (e->cfg.existing != SSTF_EXISTING_REHASH) {
+		restore_state(&x->hasher.state, &p.state, &x->hasher.state);
+		resume_at(x, p.offset);
+		return false;
+	}
+	int fd = openat(x->gen->stagefd, x->tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		discard_partial(x);
+		return false;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && x->direct)
+		(void)fcntl(fd, F_SETFL, fl | O_DIRECT);
+	restore_state(&x->ckpt_state, &p.state, &x->hasher.state);
+	x->chkfd = fd;
+	x->check_len = p.offset;
+	x->check_prefix = true;
+	x->phase = SSTF__X_CHECK;
+	x->source_done = true;
+	x->checked = 0;
+	issue_check_read(e, x);
+	return true;
 }
 
 /* The first checkpoint's offset, or 0 when the file takes none. */
@@ -377,17 +462,31 @@ static int start_source(struct sstf_engine *e, struct sstf__xfer *x)
 	return sstf__filesrc_start(e, x);
 }
 
-static void begin_fetch(struct sstf_engine *e, struct sstf__xfer *x)
+/* Starts the source at x->received, with checkpoints from there. */
+static void start_fetch(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	x->phase = SSTF__X_FETCH;
 	x->source_done = false;
+	x->ckpt_next = first_checkpoint(e, x);
+	if (!x->err) {
+		int ret = start_source(e, x);
+		if (ret < 0)
+			fail(x, ret, NULL);
+	}
+	if (x->err)
+		x->source_done = !x->curl_attached && !x->reading;
+	sstf__xfer_step(e, x);
+}
+
+static void begin_fetch(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	x->phase = SSTF__X_FETCH;
 	bool adopted = x->tmp_made;
 	int fd = -ENOENT;
 	if (adopted) {
 		fd = open_tmp(e, x, false);
-		if (fd < 0) {
+		if (fd < 0)
 			x->tmp_made = adopted = false; /* gone: make a new one */
-		}
 	}
 	if (!x->tmp_made) {
 		fd = open_tmp(e, x, true);
@@ -399,18 +498,25 @@ static void begin_fetch(struct sstf_engine *e, struct sstf__xfer *x)
 		     SSTF__STAGE_DIR);
 	} else {
 		x->fd = fd;
-		if (adopted)
-			resume_partial(x);
+		if (adopted && resume_partial(e, x))
+			return; /* CHECK re-hashes the prefix first */
 	}
-	x->ckpt_next = first_checkpoint(e, x);
-	if (!x->err) {
-		int ret = start_source(e, x);
-		if (ret < 0)
-			fail(x, ret, NULL);
-	}
-	if (x->err)
-		x->source_done = !x->curl_attached && !x->reading;
-	sstf__xfer_step(e, x);
+	start_fetch(e, x);
+}
+
+/* Queues the part of buffer idx's write not done yet. */
+static void submit_write(struct sstf_engine *e, struct sstf__xfer *x, int idx)
+{
+	struct sstf__pool *p = &e->pool;
+	uint32_t done = p->done[idx];
+	uint8_t *buf = sstf__pool_buf(p, idx) + done;
+	uint32_t wlen = padded_len(x, p->len[idx]) - done;
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	if (p->fixed)
+		io_uring_prep_write_fixed(sqe, x->fd, buf, wlen, p->off[idx] + done, idx);
+	else
+		io_uring_prep_write(sqe, x->fd, buf, wlen, p->off[idx] + done);
+	sstf__ring_tag(sqe, x->slot, SSTF__OP_WRITE, (unsigned)idx);
 }
 
 void sstf__xfer_commit(struct sstf_engine *e, struct sstf__xfer *x, int idx,
@@ -423,12 +529,8 @@ void sstf__xfer_commit(struct sstf_engine *e, struct sstf__xfer *x, int idx,
 		memset(buf + len, 0, wlen - len); /* O_DIRECT tail, cut later */
 	e->pool.len[idx] = len;
 	e->pool.off[idx] = x->queued;
-	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-	if (e->pool.fixed)
-		io_uring_prep_write_fixed(sqe, x->fd, buf, wlen, x->queued, idx);
-	else
-		io_uring_prep_write(sqe, x->fd, buf, wlen, x->queued);
-	sstf__ring_tag(sqe, x->slot, SSTF__OP_WRITE, (unsigned)idx);
+	e->pool.done[idx] = 0;
+	submit_write(e, x, idx);
 	x->queued += len;
 	x->writes++;
 	/* A checkpoint is the hash state here; it is recorded once every
@@ -613,12 +715,20 @@ void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
 		uint32_t len = e->pool.len[aux];
 		uint32_t want = padded_len(x, len);
 		uint64_t off = e->pool.off[aux];
+		/* A short write made progress: the rest goes again, so that a
+		 * full disk says -ENOSPC rather than a short count. */
+		if (res > 0 && !x->err && e->pool.done[aux] + (uint32_t)res < want) {
+			e->pool.done[aux] += (uint32_t)res;
+			submit_write(e, x, (int)aux);
+			break;
+		}
 		sstf__pool_put(&e->pool, (int)aux);
 		x->writes--;
 		if (res < 0)
 			fail(x, res, "write to the temporary file failed");
-		else if ((uint32_t)res != want)
-			fail(x, -EIO, "short write (%d of %u bytes)", res, want);
+		else if (e->pool.done[aux] + (uint32_t)res != want)
+			fail(x, -EIO, "short write (%u of %u bytes)", e->pool.done[aux] + (uint32_t)res,
+			     want);
 		else {
 			atomic_fetch_add_explicit(&x->gen->bytes_done, len,
 			                          memory_order_relaxed);

@@ -240,8 +240,13 @@ struct sstf_config {
 	                                 same name, size and digest into the
 	                                 same dest_dir continues from the last
 	                                 checkpoint; bytes past it are never
-	                                 trusted. Cancelled or failed files
-	                                 keep nothing. Checkpoints sync even
+	                                 trusted. Bytes below it are trusted as
+	                                 any written byte is (the engine never
+	                                 reads back what it wrote), except with
+	                                 SSTF_EXISTING_REHASH, which re-hashes
+	                                 them and resumes only when they match
+	                                 the checkpoint. Cancelled or failed
+	                                 files keep nothing. Checkpoints sync even
 	                                 with fsync OFF. OFF: no checkpoints. */
 	uint64_t checkpoint_bytes;    /* bytes between two checkpoints; a
 	                                 multiple of buf_size, rounded up;
@@ -325,7 +330,8 @@ struct sstf_file_result {
 	const char *name;     /* the file's name; valid during the callback */
 	int result;           /* 0: published and verified; else an error */
 	int http_status;      /* last HTTP status, 0 for file:// or none */
-	uint64_t bytes;       /* bytes received */
+	uint64_t bytes;       /* bytes received from the source by this
+	                         generation (a resumed prefix not counted) */
 	uint64_t ttfb_ns;     /* start of the transfer to its first byte */
 	uint64_t fetch_ns;    /* start of the transfer to publish or failure */
 	unsigned retries;     /* retries this file took */
