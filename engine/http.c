@@ -298,8 +298,15 @@ void sstf__http_collect(struct sstf_engine *e)
 			snprintf(d, sizeof(d), "HTTP %ld", code);
 			sstf__xfer_source_end(e, x, -SSTF_EHTTP, d);
 		} else {
-			sstf__xfer_source_end(e, x, -SSTF_ETRANSFER,
-			                      x->curl_err[0] ? x->curl_err : curl_easy_strerror(rc));
+			/* curl says "Couldn't connect"; the errno says why
+			 * (ENETUNREACH with no network, ECONNREFUSED, ...). */
+			char d[CURL_ERROR_SIZE + 64];
+			long os = 0;
+			curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os);
+			snprintf(d, sizeof(d), "%s%s%s",
+			         x->curl_err[0] ? x->curl_err : curl_easy_strerror(rc),
+			         os ? ": " : "", os ? strerror((int)os) : "");
+			sstf__xfer_source_end(e, x, -SSTF_ETRANSFER, d);
 		}
 	}
 }
