@@ -5,8 +5,11 @@
  * itself (--gen-dataset). Job files with [global] and two jobs, command-line
  * overrides, the JSON and terse reports checked against the dataset,
  * cancel_at=50, usage errors (exit 2, naming the option or entry, nothing
- * created), a corrupted origin file failing alone (exit 1), and seeded
- * datasets that repeat byte for byte.
+ * created), a corrupted origin file failing alone (exit 1), seeded
+ * datasets that repeat byte for byte, and the streaming manifest loader:
+ * keys in any order, unknown keys of every type, manifests longer than its
+ * read window, syntax errors with their line, column and byte, duplicate
+ * top-level keys, the 64 KiB entry cap and every entry check's message.
  *
  * Every run's stdout and stderr go to files in the test's temp dir; a
  * sanitizer report in the tool's stderr fails the test whatever the exit
@@ -924,4 +927,345 @@ Test(cli, gen_dataset_same_seed_same_bytes_and_manifest)
 	expect_same_tree(a, b, 16, 1);
 	/* And the seed matters. */
 	expect_same_tree(a, c, 16, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8. Manifests: the streaming loader                                       */
+
+/*
+ * The loader's read window: tools/manifest.h's MANIFEST_BUF_SIZE (1 MiB
+ * plus a few bytes). A manifest more than twice this long makes the loader
+ * refill at least twice, with a value cut at each refill.
+ */
+#define MANIFEST_WINDOW (1024 * 1024)
+/* Its exact size: the most one value may take (MANIFEST_VALUE_MAX, 1 MiB)
+ * plus MANIFEST_BUF_SLACK. */
+#define MANIFEST_WINDOW_BYTES (MANIFEST_WINDOW + 16)
+/* tools/manifest.h's MANIFEST_ENTRY_MAX: the most one entry may take. */
+#define MANIFEST_ENTRY_MAX (64 * 1024)
+
+/* Runs the tool on the manifest at path with a file:// source of dir,
+ * and dest work/dest. */
+static void run_manifest(struct run *r, const char *path, const char *dir,
+                         const char *verify)
+{
+	RUN(r, fmt("--manifest=%s", path), fmt("--source=file://%s", dir),
+	    fmt("--dest=%s/dest", work), fmt("--verify=%s", verify));
+}
+
+/* An exit 2 whose message names the manifest and says `what`, with
+ * nothing created. */
+static void expect_manifest_error(const struct run *r, const char *path,
+                                  const char *what)
+{
+	expect_exit(r, 2);
+	cr_assert(strstr(r->err, fmt("%s: ", path)), "%s: stderr does not name "
+	          "the manifest:\n%s", r->cmd, r->err);
+	cr_assert(strstr(r->err, what), "%s: stderr does not say\n  %s\n"
+	          "stderr:\n%s", r->cmd, what, r->err);
+	cr_assert(!ds_exists(fmt("%s/dest", work)), "%s: created %s/dest",
+	          r->cmd, work);
+}
+
+/* The dataset's "files" array as compact JSON text. */
+static const char *set_files_text(void)
+{
+	json_t *m = parse_json(slurp(fmt("%s/manifest.json", set_dir), NULL),
+	                       "manifest.json");
+	char *text = json_dumps(jget(m, "files"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+	return keep(text);
+}
+
+/*
+ * A manifest of the dataset's files with "file_total_size" first and
+ * unknown keys of every JSON type before and after "files". The unknown
+ * values hold what a hand scanner could take for structure: brackets and
+ * commas inside strings, a nested "files" whose "../x" the engine would
+ * refuse if it were read, and the string "files" as a value.
+ */
+static const char *reordered_manifest(uint64_t total, const char *files)
+{
+	return fmt("{\"file_total_size\": %" PRIu64 ",\n"
+	           " \"u_string\": \"files\", \"u_int\": -7, \"u_real\": 2.5e10,\n"
+	           " \"u_true\": true, \"u_false\": false, \"u_null\": null,\n"
+	           " \"u_object\": {\"files\": [{\"name\": \"../x\", \"size\": 1}], "
+	           "\"e\": {}},\n"
+	           " \"files\": %s,\n"
+	           " \"u_array\": [[], {\"size\": 1}, \"]\", [[[null]]], 0.5, "
+	           "\"}\"],\n"
+	           " \"u_last\": {\"a\": [\"{\", \"[\", \",\", \"\\\"\"]}}\n",
+	           total, files);
+}
+
+Test(cli, manifest_total_first_and_unknown_keys_of_every_type)
+{
+	set_dir = fmt("%s/set", work);
+	uint64_t total = gen_dataset(set_dir, 8, "1:4k", 88);
+	const char *files = set_files_text();
+	const char *path = fmt("%s/m.json", work);
+
+	const char *text = reordered_manifest(total, files);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	struct run r;
+	run_manifest(&r, path, set_dir, "xxh128");
+	expect_exit(&r, 0);
+	check_dest(fmt("%s/dest", work), 8, 0);
+
+	/* A wrong total before "files" is still checked, once the sizes are
+	 * known. */
+	ds_rmtree(fmt("%s/dest", work));
+	text = reordered_manifest(total + 1, files);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	run_manifest(&r, path, set_dir, "xxh128");
+	expect_manifest_error(&r, path,
+	                      fmt("\"file_total_size\" is %" PRIu64 " but the 8 "
+	                          "files' sizes add up to %" PRIu64, total + 1,
+	                          total));
+}
+
+/*
+ * The dataset's manifest with a "pad" member in every entry: a string of
+ * `chars` characters cycling through 2-, 3-, 4- and 1-byte UTF-8, written
+ * raw (not \u-escaped), so that the loader's window ends inside multibyte
+ * characters as well as anywhere else. Entry i gets base + 241 * i
+ * characters, so the refills fall at different places of different entries.
+ * Written indented (many lines) to path; returns the text.
+ */
+static const char *padded_manifest(const char *path, size_t base)
+{
+	static const char *const glyphs[] = {"\xc3\xa9", "\xe2\x82\xac",
+	                                     "\xf0\x9f\x98\x80", "a"};
+	json_t *m = parse_json(slurp(fmt("%s/manifest.json", set_dir), NULL),
+	                       "manifest.json");
+	json_t *files = jget(m, "files");
+	size_t i;
+	json_t *e;
+	json_array_foreach(files, i, e) {
+		size_t chars = base + 241 * i, len = 0;
+		char *pad = keep(malloc(chars * 4 + 1));
+		for (size_t k = 0; k < chars; k++) {
+			const char *g = glyphs[k % 4];
+			size_t gl = strlen(g);
+			memcpy(pad + len, g, gl);
+			len += gl;
+		}
+		cr_assert_eq(json_object_set_new(e, "pad", json_stringn(pad, len)), 0);
+	}
+	char *text = keep(json_dumps(m, JSON_INDENT(1) | JSON_PRESERVE_ORDER));
+	cr_assert_not_null(text);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	return text;
+}
+
+Test(cli, manifest_larger_than_the_read_window_loads_every_entry)
+{
+	set_dir = fmt("%s/set", work);
+	gen_dataset(set_dir, NFILES, "1:4k", 99);
+	const char *path = fmt("%s/padded.json", work);
+	/* Up to 8000 + 241 * 63 = 23183 characters, about 58 KB: each entry
+	 * stays under the 64 KiB an entry may take. */
+	const char *text = padded_manifest(path, 8000);
+	size_t len = strlen(text);
+	cr_assert_gt(len, 2 * MANIFEST_WINDOW, "the manifest is only %zu bytes",
+	             len);
+
+	struct run r;
+	run_manifest(&r, path, set_dir, "xxh3");
+	expect_exit(&r, 0);
+	check_dest(fmt("%s/dest", work), NFILES, 0);
+
+	/* A number cut by the window's end: "1" of "1234" is a whole JSON
+	 * number, and only a refill tells it from the real one. The loader
+	 * fills its whole window before it decodes anything, so a pad before
+	 * "file_total_size" puts the window's end right after its first
+	 * digit. (Inside an entry a cut shows anyway: the object is open.) */
+	ds_rmtree(fmt("%s/dest", work));
+	json_t *m = parse_json(slurp(fmt("%s/manifest.json", set_dir), NULL),
+	                       "manifest.json");
+	uint64_t total = (uint64_t)jint(m, "file_total_size");
+	cr_assert_geq(total, 10);
+	const char *head = "{\"pad\": \"", *mid = "\", \"file_total_size\": ";
+	size_t padlen = MANIFEST_WINDOW_BYTES - 1 - strlen(head) - strlen(mid);
+	char *pad = keep(malloc(padlen + 1));
+	memset(pad, 'p', padlen);
+	pad[padlen] = '\0';
+	text = fmt("%s%s%s%" PRIu64 ", \"files\": %s}", head, pad, mid, total,
+	           set_files_text());
+	cr_assert_eq(text[MANIFEST_WINDOW_BYTES - 1], fmt("%" PRIu64, total)[0]);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	run_manifest(&r, path, set_dir, "xxh3");
+	expect_exit(&r, 0);
+	check_dest(fmt("%s/dest", work), NFILES, 0);
+}
+
+/* Where jansson, reading text as one document, puts its error: the
+ * reference for the streaming loader's line, column and byte. */
+static const char *jansson_where(const char *text)
+{
+	json_error_t e;
+	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+	cr_assert_null(root, "the broken manifest parses");
+	return fmt("line %d, column %d (byte %d): ", e.line, e.column,
+	           e.position);
+}
+
+Test(cli, manifest_syntax_errors_report_line_column_and_byte)
+{
+	/* Small: the third line lacks a comma. */
+	cr_assert_eq(ds_mkdirs(fmt("%s/src", work)), 0);
+	const char *path = fmt("%s/m.json", work);
+	const char *text = "{\n \"files\": [\n  {\"name\": \"a\" \"size\": 1}\n ]\n}\n";
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	struct run r;
+	run_manifest(&r, path, fmt("%s/src", work), "none");
+	expect_manifest_error(&r, path, fmt("%sfiles[0]: ", jansson_where(text)));
+	cr_assert(strstr(r.err, "line 3, column 21 (byte 35)"),
+	          "stderr:\n%s", r.err);
+
+	/* Past two refills of the window, hundreds of lines down: entry 60's
+	 * "size" is followed by ';', not ':'. */
+	set_dir = fmt("%s/set", work);
+	gen_dataset(set_dir, NFILES, "1:4k", 98);
+	const char *big = fmt("%s/padded.json", work);
+	char *t = (char *)padded_manifest(big, 8000);
+	char *at = t;
+	for (int k = 0; k <= 60; k++) {
+		at = strstr(at + 1, "\"size\":");
+		cr_assert_not_null(at);
+	}
+	at[6] = ';';
+	cr_assert_gt((size_t)(at - t), 2 * MANIFEST_WINDOW);
+	cr_assert_eq(ds_write_file(big, t, strlen(t)), 0);
+	run_manifest(&r, big, set_dir, "none");
+	expect_manifest_error(&r, big, fmt("%sfiles[60]: ", jansson_where(t)));
+
+	/* After the top-level object, only whitespace may follow. */
+	text = "{\"files\": []}\n\n  x";
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	run_manifest(&r, path, fmt("%s/src", work), "none");
+	expect_manifest_error(&r, path, "line 3, column 3 (byte 18): ");
+}
+
+Test(cli, manifest_duplicate_top_level_key_is_refused)
+{
+	cr_assert_eq(ds_mkdirs(fmt("%s/src", work)), 0);
+	const char *path = fmt("%s/m.json", work);
+	static const struct {
+		const char *text, *what;
+	} cases[] = {
+		{"{\"files\": [{\"name\": \"a\", \"size\": 1}],\n \"files\": []}",
+		 "line 2, column 2 (byte 40): duplicate object key \"files\""},
+		/* Unknown keys too: which one holds is a guess either way. */
+		{"{\"x\": 1, \"files\": [], \"x\": {\"y\": 2}}",
+		 "line 1, column 23 (byte 23): duplicate object key \"x\""},
+		{"{\"file_total_size\": 0, \"files\": [], \"file_total_size\": 0}",
+		 "duplicate object key \"file_total_size\""},
+		/* Inside an entry, jansson's own check. */
+		{"{\"files\": [{\"name\": \"a\", \"size\": 1, \"size\": 1}]}",
+		 "files[0]: duplicate object key"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(ds_write_file(path, cases[i].text,
+		                           strlen(cases[i].text)), 0);
+		struct run r;
+		run_manifest(&r, path, fmt("%s/src", work), "none");
+		expect_manifest_error(&r, path, cases[i].what);
+	}
+}
+
+Test(cli, manifest_entry_larger_than_64k_is_refused)
+{
+	cr_assert_eq(ds_mkdirs(fmt("%s/src", work)), 0);
+	const char *path = fmt("%s/m.json", work);
+	size_t padlen = MANIFEST_ENTRY_MAX + 100;
+	char *pad = keep(malloc(padlen + 1));
+	memset(pad, 'p', padlen);
+	pad[padlen] = '\0';
+	const char *text = fmt("{\"files\": [{\"name\": \"a\", \"size\": 1},\n"
+	                       " {\"name\": \"b\", \"size\": 1, \"pad\": \"%s\"}]}",
+	                       pad);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	struct run r;
+	run_manifest(&r, path, fmt("%s/src", work), "none");
+	expect_manifest_error(&r, path,
+	                      fmt("line 2, column 2 (byte 39): files[1]: larger "
+	                          "than %d bytes", MANIFEST_ENTRY_MAX));
+
+	/* The same bytes outside "files" are an unknown value, which may take
+	 * the whole window. */
+	text = fmt("{\"files\": [{\"name\": \"a\", \"size\": 0}], \"pad\": \"%s\"}",
+	           pad);
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	cr_assert_eq(ds_write_file(fmt("%s/src/a", work), "", 0), 0);
+	run_manifest(&r, path, fmt("%s/src", work), "none");
+	expect_exit(&r, 0);
+}
+
+/* Every check of the loader, and the message that names it. */
+Test(cli, manifest_errors_name_the_entry_and_the_reason)
+{
+	cr_assert_eq(ds_mkdirs(fmt("%s/src", work)), 0);
+	const char *path = fmt("%s/m.json", work);
+	static const struct {
+		const char *verify, *text, *what;
+	} cases[] = {
+		{"none", "", "the top level must be an object with a \"files\" array"},
+		{"none", "[{\"files\": []}]",
+		 "the top level must be an object with a \"files\" array"},
+		{"none", "{\"file_total_size\": 0}", "missing \"files\" array"},
+		{"none", "{\"files\": {}}", "\"files\" must be an array"},
+		{"none", "{\"files\": [7]}", "files[0]: must be an object"},
+		{"none", "{\"files\": [{\"size\": 1}]}", "files[0]: missing \"name\""},
+		{"none", "{\"files\": [{\"name\": 1, \"size\": 1}]}",
+		 "files[0]: \"name\" must be a string"},
+		{"none", "{\"files\": [{\"name\": \"a\\u0000b\", \"size\": 1}]}",
+		 "files[0] (\"a\\x00b\"): name contains a NUL byte"},
+		{"none", "{\"files\": [{\"name\": \"a\"}]}",
+		 "files[0] (\"a\"): missing \"size\""},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": -1}]}",
+		 "files[0] (\"a\"): \"size\" must be a non-negative integer"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1.5}]}",
+		 "files[0] (\"a\"): \"size\" must be a non-negative integer"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 9223372036854775807},"
+		 " {\"name\": \"b\", \"size\": 9223372036854775807},"
+		 " {\"name\": \"c\", \"size\": 2}]}",
+		 "files[2] (\"c\"): sizes add up to more than 2^64 - 1"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1, \"xxh3\": 5}]}",
+		 "files[0] (\"a\"): \"xxh3\" must be a string of 16 hex digits"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1, "
+		 "\"xxh3\": \"0123456789abcde\"}]}",
+		 "\"xxh3\" must be 16 hex digits, got 15 characters"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1, "
+		 "\"xxh128\": \"0123456789abcdef0123456789abcdeg\"}]}",
+		 "\"xxh128\" must be 32 hex digits, character 32 is not one"},
+		{"auto", "{\"files\": [{\"name\": \"a\", \"size\": 1}]}",
+		 "files[0] (\"a\"): no digest; give \"xxh3\" (16 hex) or \"xxh128\""},
+		{"xxh3", "{\"files\": [{\"name\": \"a\", \"size\": 1, "
+		 "\"xxh128\": \"0123456789abcdef0123456789abcdef\"}]}",
+		 "files[0] (\"a\"): no \"xxh3\" digest, which verify=xxh3 needs"},
+		{"xxh128", "{\"files\": [{\"name\": \"a\", \"size\": 1, "
+		 "\"xxh3\": \"0123456789abcdef\"}]}",
+		 "files[0] (\"a\"): no \"xxh128\" digest, which verify=xxh128 needs"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1, \"url\": 1}]}",
+		 "files[0] (\"a\"): \"url\" must be a string without NUL bytes"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1}], "
+		 "\"file_total_size\": \"1\"}",
+		 "\"file_total_size\" must be a non-negative integer"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1}], "
+		 "\"file_total_size\": 2}",
+		 "\"file_total_size\" is 2 but the 1 files' sizes add up to 1"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1}],}",
+		 "line 1, column 38 (byte 38): expected a string key, got '}'"},
+		{"none", "{\"files\": [{\"name\": \"a\", \"size\": 1}]",
+		 "premature end of input, expected ',' or '}'"},
+		{"none", "{\"files\" [{\"name\": \"a\", \"size\": 1}]}",
+		 "line 1, column 10 (byte 10): expected ':' after the key, got '['"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(ds_write_file(path, cases[i].text,
+		                           strlen(cases[i].text)), 0);
+		struct run r;
+		run_manifest(&r, path, fmt("%s/src", work), cases[i].verify);
+		expect_manifest_error(&r, path, cases[i].what);
+	}
 }

@@ -585,6 +585,9 @@ void job_run(const struct job *job, size_t index, struct status *st,
 			.on_batch_done = on_batch_done,
 			.on_progress = job->o.cancel_at ? on_progress : NULL,
 			.user = &tr,
+			/* Entries without their own "url" (url NULL): the
+			 * engine joins the source and the name. */
+			.base_url = job->o.source,
 		},
 		.st = st,
 		.rep = rep,

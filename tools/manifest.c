@@ -1,5 +1,5 @@
 /*
- * manifest.c - load a JSON manifest into a batch's file array.
+ * manifest.c - stream a JSON manifest into a batch's file array.
  *
  * This file checks what only the JSON can tell: types, a NUL hidden inside
  * a string (invisible once it is a C string), digests of the right length,
@@ -7,11 +7,38 @@
  * entries themselves (names, URL schemes, sizes, duplicates) belong to the
  * engine alone: the tool runs sstf_check_batch() on the result, the same
  * code sstf_submit() runs, so that the two can never disagree.
+ *
+ * How it reads. A manifest of a million entries is over 100 MB of JSON; as
+ * one jansson document it took 600-800 MB. So the file goes through a
+ * window (struct reader) and only the outer structure is scanned here: the
+ * top-level { "key": value, ... }, the [ entry, ... ] of "files", their
+ * punctuation and whitespace. Every key and every value, each entry of
+ * "files" included, is decoded by jansson on its own: json_loadb() with
+ * JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK decodes one value at the start
+ * of the bytes it is given and stops there, and on success
+ * json_error_t.position is the number of bytes it used.
+ *
+ * A value cut by the window's end shows in one of two ways: a failure
+ * within the last CUT_ZONE bytes jansson was given (it ran out of input
+ * inside a string, an object, a number, or a UTF-8 sequence, for which it
+ * stops before the sequence), or a success that used every byte (a number
+ * or a literal that may go on: "12" of "123"). Then, unless the input has
+ * ended, the window is refilled and the value decoded again from its start.
+ * jansson is never given more than the cap on a value plus
+ * MANIFEST_BUF_SLACK bytes, so the outcome depends only on the value's
+ * bytes, never on where the window happened to end.
+ *
+ * What is kept per entry: its struct sstf_file in an array that grows
+ * geometrically, and its name, chosen digest and own "url" (when it has
+ * one) in a string arena of fixed-size chunks, which are never moved once
+ * a pointer points into them.
  */
 #include "manifest.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +49,191 @@
  * the reason. */
 #define QUOTE_MAX 80
 
-/* The state of one load, so that error helpers can name the file. */
+/* Flags of every json_loadb(): one value of any type, stop after it.
+ * ALLOW_NUL lets a "\u0000" inside a name reach add_entry(), which names
+ * the entry, rather than failing as a syntax error. */
+#define JFLAGS                                                              \
+	(JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | \
+	 JSON_ALLOW_NUL)
+
+/* A failure this close to the end of jansson's input may be the cut, not
+ * the value: a UTF-8 sequence is at most 4 bytes, and jansson reports a
+ * cut one at the position before it. */
+#define CUT_ZONE 4
+
+/* Entries the file array starts with. */
+#define FILES_MIN 1024
+
+/* One block of the string arena: a whole jemalloc/glibc size class. */
+#define CHUNK_BYTES ((size_t)1024 * 1024)
+
+struct manifest_chunk {
+	struct manifest_chunk *next;
+	size_t used, cap;
+	char data[];
+};
+
+/* A position in the input, counted as jansson counts: lines from 1,
+ * columns in characters (bytes that do not continue a UTF-8 sequence) read
+ * on the current line, bytes read. */
+struct where {
+	uint64_t line, col, off;
+};
+
+static void advance(struct where *w, const char *s, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		unsigned char c = (unsigned char)s[k];
+		if (c == '\n') {
+			w->line++;
+			w->col = 0;
+		} else if ((c & 0xc0) != 0x80) {
+			w->col++;
+		}
+	}
+	w->off += n;
+}
+
+/* The window onto the input: buf[start, end) is read and not consumed. */
+struct reader {
+	FILE *in;
+	char *buf;
+	size_t size;
+	size_t start, end;
+	int eof;        /* the input has no more bytes (or failed) */
+	int read_errno; /* of a failed read; 0 when none */
+	struct where at; /* of buf[start] */
+};
+
+static void consume(struct reader *r, size_t n)
+{
+	advance(&r->at, r->buf + r->start, n);
+	r->start += n;
+}
+
+/* Moves the unconsumed bytes to the front and reads until the window is
+ * full or the input ends. Returns 0, or -1 on a read error. */
+static int refill(struct reader *r)
+{
+	if (r->start > 0) {
+		memmove(r->buf, r->buf + r->start, r->end - r->start);
+		r->end -= r->start;
+		r->start = 0;
+	}
+	while (r->end < r->size && !r->eof) {
+		errno = 0;
+		size_t n = fread(r->buf + r->end, 1, r->size - r->end, r->in);
+		r->end += n;
+		if (n == 0) {
+			r->eof = 1;
+			if (ferror(r->in)) {
+				r->read_errno = errno ? errno : EIO;
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+#define PEEK_EOF (-1)
+#define PEEK_ERROR (-2)
+
+/* Skips JSON whitespace and returns the next byte, not consumed;
+ * PEEK_EOF at the end of the input, PEEK_ERROR on a read error. */
+static int peek(struct reader *r)
+{
+	for (;;) {
+		while (r->start < r->end) {
+			unsigned char c = (unsigned char)r->buf[r->start];
+			if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+				return c;
+			consume(r, 1);
+		}
+		if (r->eof)
+			return PEEK_EOF;
+		if (refill(r))
+			return PEEK_ERROR;
+	}
+}
+
+/* Where the byte peek() returned is, once read; at the end of the input,
+ * where the input ends. */
+static struct where next_where(const struct reader *r)
+{
+	struct where w = r->at;
+	if (r->start < r->end)
+		advance(&w, r->buf + r->start, 1);
+	return w;
+}
+
+enum decoded {
+	DEC_OK,
+	DEC_SYNTAX,    /* jansson's error in *e, its place in *w */
+	DEC_TOO_LARGE, /* longer than the cap; *w is where it starts */
+	DEC_READ,      /* read error, r->read_errno */
+};
+
+/*
+ * Decodes the value that starts at the next byte (peek() has returned it)
+ * and consumes it. `cap` is the most bytes it may take.
+ */
+static enum decoded decode(struct reader *r, size_t cap, json_t **out,
+                           json_error_t *e, struct where *w)
+{
+	for (;;) {
+		size_t avail = r->end - r->start;
+		size_t window = avail < cap + MANIFEST_BUF_SLACK
+			? avail
+			: cap + MANIFEST_BUF_SLACK;
+		/* Nothing past the window: what jansson sees is all there is. */
+		int final = r->eof && window == avail;
+		json_t *v = json_loadb(r->buf + r->start, window, JFLAGS, e);
+		size_t pos = e->position > 0 ? (size_t)e->position : 0;
+		if (pos > window)
+			pos = window;
+		if (v) {
+			if (pos > cap) {
+				json_decref(v);
+				*w = next_where(r);
+				return DEC_TOO_LARGE;
+			}
+			if (pos < window || final) {
+				consume(r, pos);
+				*out = v;
+				return DEC_OK;
+			}
+			/* A number or literal that may go on past the window. */
+			json_decref(v);
+		} else if (final || pos + CUT_ZONE < window) {
+			*w = r->at;
+			advance(w, r->buf + r->start, pos);
+			return DEC_SYNTAX;
+		}
+		if (window == cap + MANIFEST_BUF_SLACK) {
+			*w = next_where(r);
+			return DEC_TOO_LARGE;
+		}
+		/* window == avail < the most decode() ever looks at, and the
+		 * input goes on: make the window hold more and try again. */
+		if (refill(r))
+			return DEC_READ;
+	}
+}
+
+/* The state of one load. */
 struct loader {
-	const char *path;
+	const char *label;
 	char *err;
 	size_t errlen;
+	enum manifest_verify verify;
+	struct reader r;
+	size_t value_cap, entry_cap;
+	struct manifest *m;
+	uint64_t sum;          /* of the sizes so far */
+	json_t *seen;          /* top-level keys so far, as an object's keys */
+	int have_files;
+	int have_total;
+	uint64_t total;        /* "file_total_size", when have_total */
 };
 
 static void fail(struct loader *ld, const char *fmt, ...)
@@ -36,13 +243,48 @@ static void fail(struct loader *ld, const char *fmt, ...)
 {
 	if (!ld->err || !ld->errlen)
 		return;
-	int n = snprintf(ld->err, ld->errlen, "%s: ", ld->path);
+	int n = snprintf(ld->err, ld->errlen, "%s: ", ld->label);
 	if (n < 0 || (size_t)n >= ld->errlen)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
 	va_end(ap);
+}
+
+/* fail() with a place in the input; ctx ("files[3]: ", or "") says in
+ * what. */
+static void fail_at(struct loader *ld, const struct where *w, const char *ctx,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void fail_at(struct loader *ld, const struct where *w, const char *ctx,
+                    const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	fail(ld, "line %" PRIu64 ", column %" PRIu64 " (byte %" PRIu64 "): %s%s",
+	     w->line, w->col, w->off, ctx, why);
+}
+
+/* fail_at() for a punctuation byte that is not what the structure needs:
+ * c is what peek() returned. */
+static void fail_expected(struct loader *ld, int c, const char *ctx,
+                          const char *what)
+{
+	if (c == PEEK_ERROR) {
+		fail(ld, "read error: %s", strerror(ld->r.read_errno));
+		return;
+	}
+	struct where w = next_where(&ld->r);
+	if (c == PEEK_EOF)
+		fail_at(ld, &w, ctx, "premature end of input, expected %s", what);
+	else if (c >= 0x20 && c < 0x7f)
+		fail_at(ld, &w, ctx, "expected %s, got '%c'", what, c);
+	else
+		fail_at(ld, &w, ctx, "expected %s, got byte 0x%02x", what, c);
 }
 
 /*
@@ -83,6 +325,28 @@ static void quote(const char *s, size_t len, char *out, size_t outlen)
 	out[o] = '\0';
 }
 
+/* Reports a failed decode() of the value that ctx names; noun says what
+ * `cap` limits ("entry", "value"). */
+static void fail_decode(struct loader *ld, enum decoded d, const json_error_t *e,
+                        const struct where *w, const char *ctx, size_t cap,
+                        const char *noun)
+{
+	switch (d) {
+	case DEC_OK:
+		break;
+	case DEC_SYNTAX:
+		fail_at(ld, w, ctx, "%s", e->text);
+		break;
+	case DEC_TOO_LARGE:
+		fail_at(ld, w, ctx, "larger than %zu bytes, the most one %s may take",
+		        cap, noun);
+		break;
+	case DEC_READ:
+		fail(ld, "read error: %s", strerror(ld->r.read_errno));
+		break;
+	}
+}
+
 /* fail() for entry i, whose name (when known) is shown quoted. */
 static void fail_entry(struct loader *ld, size_t i, json_t *jname,
                        const char *fmt, ...)
@@ -114,9 +378,9 @@ static int is_hex(char c)
 }
 
 /*
- * Checks the optional digest member `key` of entry i: absent is fine (*ok
- * stays 0), present must be a string of exactly `digits` hex digits.
- * Returns -1 after fail_entry() when present and malformed.
+ * Checks the optional digest member `key` of entry i: absent is fine
+ * (*present stays 0), present must be a string of exactly `digits` hex
+ * digits. Returns -1 after fail_entry() when present and malformed.
  */
 static int check_digest(struct loader *ld, size_t i, json_t *entry,
                         json_t *jname, const char *key, size_t digits,
@@ -151,63 +415,49 @@ static int check_digest(struct loader *ld, size_t i, json_t *entry,
 	return 0;
 }
 
-static int unreserved(unsigned char c)
+/* Copies len bytes and a NUL into the arena; NULL when out of memory. */
+static const char *stash(struct manifest *m, const char *s, size_t len)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-	       c == '~';
-}
-
-size_t manifest_join_url(const char *base_url, const char *name, char *out,
-                         size_t outlen)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t blen = strlen(base_url);
-	/* Keep "scheme://" whole: "file:///" joined to "a" is "file:///a". */
-	const char *sep = strstr(base_url, "://");
-	size_t keep = sep ? (size_t)(sep - base_url) + 3 : 0;
-	while (blen > keep && base_url[blen - 1] == '/')
-		blen--;
-
-	size_t n = 0;
-	/* put() writes what fits and always counts, like snprintf. */
-#define put(ch)                                 \
-	do {                                    \
-		if (n + 1 < outlen)             \
-			out[n] = (char)(ch);    \
-		n++;                            \
-	} while (0)
-	for (size_t k = 0; k < blen; k++)
-		put(base_url[k]);
-	put('/');
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-		if (unreserved(*p) || *p == '/') {
-			put(*p);
-		} else {
-			put('%');
-			put(hex[*p >> 4]);
-			put(hex[*p & 15]);
-		}
+	struct manifest_chunk *c = m->chunks;
+	if (!c || c->cap - c->used < len + 1) {
+		size_t data = CHUNK_BYTES - offsetof(struct manifest_chunk, data);
+		/* A string longer than a chunk gets one of its own; the
+		 * loader's caps keep that rare and bounded. */
+		if (len + 1 > data)
+			data = len + 1;
+		c = malloc(offsetof(struct manifest_chunk, data) + data);
+		if (!c)
+			return NULL;
+		c->next = m->chunks;
+		c->used = 0;
+		c->cap = data;
+		m->chunks = c;
 	}
-#undef put
-	if (outlen)
-		out[n < outlen ? n : outlen - 1] = '\0';
-	return n;
+	char *at = c->data + c->used;
+	memcpy(at, s, len);
+	at[len] = '\0';
+	c->used += len + 1;
+	return at;
 }
 
-/* What pass one learns of an entry, for pass two to copy. */
-struct entry_plan {
-	json_t *name;
-	json_t *url;    /* the entry's own "url", or NULL */
-	json_t *digest; /* the chosen digest string; NULL for verify=none */
-	enum sstf_digest_kind kind;
-	size_t url_len; /* excluding the NUL */
-};
+/* A free slot at the end of m->files; NULL when out of memory. */
+static struct sstf_file *new_slot(struct manifest *m)
+{
+	if (m->nfiles == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : FILES_MIN;
+		if (cap < m->cap || cap > SIZE_MAX / sizeof(*m->files))
+			return NULL;
+		struct sstf_file *f = realloc(m->files, cap * sizeof(*f));
+		if (!f)
+			return NULL;
+		m->files = f;
+		m->cap = cap;
+	}
+	return &m->files[m->nfiles];
+}
 
-/* Validates entry i; fills *plan and adds its size to *sum. */
-static int check_entry(struct loader *ld, size_t i, json_t *entry,
-                       const char *base_url, enum manifest_verify verify,
-                       struct entry_plan *plan, uint64_t *sum)
+/* Validates entry i and appends it to the manifest. */
+static int add_entry(struct loader *ld, size_t i, json_t *entry)
 {
 	if (!json_is_object(entry)) {
 		fail(ld, "files[%zu]: must be an object", i);
@@ -239,17 +489,18 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 		return -1;
 	}
 	uint64_t size = (uint64_t)json_integer_value(jsize);
-	if (*sum > UINT64_MAX - size) {
+	if (ld->sum > UINT64_MAX - size) {
 		fail_entry(ld, i, jname, "sizes add up to more than 2^64 - 1");
 		return -1;
 	}
-	*sum += size;
+	ld->sum += size;
 
 	int have3, have128;
 	if (check_digest(ld, i, entry, jname, "xxh3", 16, &have3) ||
 	    check_digest(ld, i, entry, jname, "xxh128", 32, &have128))
 		return -1;
-	switch (verify) {
+	enum sstf_digest_kind kind = SSTF_DIGEST_NONE;
+	switch (ld->verify) {
 	case MANIFEST_VERIFY_AUTO:
 		if (!have3 && !have128) {
 			fail_entry(ld, i, jname,
@@ -258,11 +509,11 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 			return -1;
 		}
 		/* xxh3 wins when both are there: see manifest.h. */
-		plan->kind = have3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
+		kind = have3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
 		break;
 	case MANIFEST_VERIFY_XXH3:
 	case MANIFEST_VERIFY_XXH128: {
-		int want3 = verify == MANIFEST_VERIFY_XXH3;
+		int want3 = ld->verify == MANIFEST_VERIFY_XXH3;
 		if (want3 ? !have3 : !have128) {
 			fail_entry(ld, i, jname,
 			           "no \"%s\" digest, which verify=%s needs for every "
@@ -270,169 +521,326 @@ static int check_entry(struct loader *ld, size_t i, json_t *entry,
 			           want3 ? "xxh3" : "xxh128", want3 ? "xxh3" : "xxh128");
 			return -1;
 		}
-		plan->kind = want3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
+		kind = want3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
 		break;
 	}
 	case MANIFEST_VERIFY_NONE:
-		plan->kind = SSTF_DIGEST_NONE;
+		kind = SSTF_DIGEST_NONE;
 		break;
 	}
-	plan->digest = plan->kind == SSTF_DIGEST_NONE
-		? NULL
-		: json_object_get(entry, plan->kind == SSTF_DIGEST_XXH3 ? "xxh3" : "xxh128");
-	plan->name = jname;
 
 	json_t *jurl = json_object_get(entry, "url");
-	plan->url = NULL;
-	if (jurl) {
-		if (!json_is_string(jurl) ||
-		    strlen(json_string_value(jurl)) != json_string_length(jurl)) {
-			fail_entry(ld, i, jname,
-			           "\"url\" must be a string without NUL bytes");
+	if (jurl && (!json_is_string(jurl) ||
+	             strlen(json_string_value(jurl)) != json_string_length(jurl))) {
+		fail_entry(ld, i, jname, "\"url\" must be a string without NUL bytes");
+		return -1;
+	}
+
+	struct manifest *m = ld->m;
+	struct sstf_file *f = new_slot(m);
+	if (!f) {
+		fail(ld, "files[%zu]: out of memory", i);
+		return -1;
+	}
+	f->name = stash(m, json_string_value(jname), json_string_length(jname));
+	/* No "url": NULL, and the batch's base_url supplies it (manifest.h). */
+	f->url = jurl ? stash(m, json_string_value(jurl), json_string_length(jurl))
+	              : NULL;
+	f->size = size;
+	f->digest_kind = kind;
+	if (kind == SSTF_DIGEST_NONE) {
+		f->digest_hex = "";
+	} else {
+		json_t *d = json_object_get(entry, kind == SSTF_DIGEST_XXH3 ? "xxh3"
+		                                                             : "xxh128");
+		f->digest_hex = stash(m, json_string_value(d), json_string_length(d));
+	}
+	if (!f->name || (jurl && !f->url) || !f->digest_hex) {
+		fail(ld, "files[%zu]: out of memory", i);
+		return -1;
+	}
+	m->nfiles++;
+	return 0;
+}
+
+/* "files[i]: ", the context of entry i's messages; formatted only for a
+ * message, as a snprintf per entry shows in a million-entry load. */
+#define ENTRY_CTX_LEN 48
+static const char *entry_ctx(char buf[ENTRY_CTX_LEN], size_t i)
+{
+	snprintf(buf, ENTRY_CTX_LEN, "files[%zu]: ", i);
+	return buf;
+}
+
+/* The "files" array, from its '[' (peek() has returned the first byte of
+ * the value). */
+static int parse_files(struct loader *ld, int c)
+{
+	struct reader *r = &ld->r;
+	if (c != '[') {
+		fail(ld, "\"files\" must be an array");
+		return -1;
+	}
+	consume(r, 1);
+	c = peek(r);
+	if (c == ']') {
+		consume(r, 1);
+		return 0;
+	}
+	for (size_t i = 0;; i++) {
+		char ctx[ENTRY_CTX_LEN];
+		if (c < 0) {
+			fail_expected(ld, c, entry_ctx(ctx, i), "an entry");
 			return -1;
 		}
-		plan->url = jurl;
-		plan->url_len = json_string_length(jurl);
+		json_t *entry = NULL;
+		json_error_t e;
+		struct where w;
+		enum decoded d = decode(r, ld->entry_cap, &entry, &e, &w);
+		if (d != DEC_OK) {
+			fail_decode(ld, d, &e, &w, entry_ctx(ctx, i), ld->entry_cap,
+			            "entry");
+			return -1;
+		}
+		int rc = add_entry(ld, i, entry);
+		json_decref(entry);
+		if (rc)
+			return -1;
+
+		c = peek(r);
+		if (c == ']') {
+			consume(r, 1);
+			return 0;
+		}
+		if (c != ',') {
+			fail_expected(ld, c, entry_ctx(ctx, i),
+			              "',' or ']' after the entry");
+			return -1;
+		}
+		consume(r, 1);
+		c = peek(r);
+	}
+}
+
+/* One top-level member, from the '"' of its key. */
+static int parse_member(struct loader *ld)
+{
+	struct reader *r = &ld->r;
+	json_t *key = NULL, *value = NULL;
+	json_error_t e;
+	struct where w, kw = next_where(r);
+	int rc = -1;
+
+	enum decoded d = decode(r, ld->value_cap, &key, &e, &w);
+	if (d != DEC_OK) {
+		fail_decode(ld, d, &e, &w, "key: ", ld->value_cap, "key");
+		return -1;
+	}
+	/* It started with '"', so it is a string; the check keeps that
+	 * visible. */
+	if (!json_is_string(key)) {
+		fail_at(ld, &kw, "", "expected a string key");
+		goto out;
+	}
+	const char *k = json_string_value(key);
+	size_t klen = json_string_length(key);
+	char q[QUOTE_MAX * 4 + 8];
+	quote(k, klen, q, sizeof(q));
+	if (json_object_getn(ld->seen, k, klen)) {
+		/* Which of the two would win is a guess, as inside entries. */
+		fail_at(ld, &kw, "", "duplicate object key \"%s\"", q);
+		goto out;
+	}
+	if (json_object_setn_new(ld->seen, k, klen, json_null())) {
+		fail(ld, "out of memory");
+		goto out;
+	}
+
+	int c = peek(r);
+	if (c != ':') {
+		fail_expected(ld, c, "", "':' after the key");
+		goto out;
+	}
+	consume(r, 1);
+	c = peek(r);
+	char ctx[QUOTE_MAX * 4 + 16];
+	snprintf(ctx, sizeof(ctx), "\"%s\": ", q);
+	if (c < 0) {
+		fail_expected(ld, c, ctx, "a value");
+		goto out;
+	}
+
+	if (klen == 5 && memcmp(k, "files", 5) == 0) {
+		ld->have_files = 1;
+		rc = parse_files(ld, c);
+		goto out;
+	}
+	d = decode(r, ld->value_cap, &value, &e, &w);
+	if (d != DEC_OK) {
+		fail_decode(ld, d, &e, &w, ctx, ld->value_cap, "value");
+		goto out;
+	}
+	if (klen == 15 && memcmp(k, "file_total_size", 15) == 0) {
+		if (!json_is_integer(value) || json_integer_value(value) < 0) {
+			fail(ld, "\"file_total_size\" must be a non-negative integer");
+			goto out;
+		}
+		ld->have_total = 1;
+		ld->total = (uint64_t)json_integer_value(value);
+	}
+	/* Any other key: decoded (so its syntax is checked) and dropped. */
+	rc = 0;
+out:
+	json_decref(value);
+	json_decref(key);
+	return rc;
+}
+
+/* The whole document. */
+static int parse_document(struct loader *ld)
+{
+	struct reader *r = &ld->r;
+	int c = peek(r);
+	if (c == PEEK_ERROR) {
+		fail(ld, "read error: %s", strerror(r->read_errno));
+		return -1;
+	}
+	if (c != '{') {
+		fail(ld, "the top level must be an object with a \"files\" array");
+		return -1;
+	}
+	consume(r, 1);
+	c = peek(r);
+	if (c == '}') {
+		consume(r, 1);
 	} else {
-		plan->url_len =
-			manifest_join_url(base_url, json_string_value(jname), NULL, 0);
+		const char *want = "a string key or '}'";
+		for (;;) {
+			if (c != '"') {
+				fail_expected(ld, c, "", want);
+				return -1;
+			}
+			if (parse_member(ld))
+				return -1;
+			c = peek(r);
+			if (c == '}') {
+				consume(r, 1);
+				break;
+			}
+			if (c != ',') {
+				fail_expected(ld, c, "", "',' or '}' after the value");
+				return -1;
+			}
+			consume(r, 1);
+			c = peek(r);
+			want = "a string key";
+		}
+	}
+	c = peek(r);
+	if (c != PEEK_EOF) {
+		fail_expected(ld, c, "", "the end of the input after the top-level "
+		                         "object");
+		return -1;
+	}
+
+	if (!ld->have_files) {
+		fail(ld, "missing \"files\" array");
+		return -1;
+	}
+	if (ld->have_total && ld->total != ld->sum) {
+		fail(ld,
+		     "\"file_total_size\" is %" PRIu64
+		     " but the %zu files' sizes add up to %" PRIu64,
+		     ld->total, ld->m->nfiles, ld->sum);
+		return -1;
 	}
 	return 0;
 }
 
-/* Appends len bytes and a NUL at *cursor; returns where they start. */
-static char *stash(char **cursor, const char *s, size_t len)
+int manifest_parse_window(FILE *in, const char *label,
+                          enum manifest_verify verify, size_t buf_size,
+                          struct manifest **out, char *err, size_t errlen)
 {
-	char *at = *cursor;
-	memcpy(at, s, len);
-	at[len] = '\0';
-	*cursor = at + len + 1;
-	return at;
-}
-
-int manifest_load(const char *path, const char *base_url,
-                  enum manifest_verify verify, struct manifest **out, char *err,
-                  size_t errlen)
-{
-	struct loader ld = {.path = path, .err = err, .errlen = errlen};
-	struct manifest *m = NULL;
-	struct entry_plan *plans = NULL;
-	json_error_t jerr;
+	if (buf_size < MANIFEST_BUF_MIN)
+		buf_size = MANIFEST_BUF_MIN;
+	size_t value_cap = buf_size - MANIFEST_BUF_SLACK;
+	struct loader ld = {
+		.label = label,
+		.err = err,
+		.errlen = errlen,
+		.verify = verify,
+		.r = {.in = in, .size = buf_size, .at = {.line = 1}},
+		.value_cap = value_cap,
+		.entry_cap = value_cap < MANIFEST_ENTRY_MAX ? value_cap
+		                                            : MANIFEST_ENTRY_MAX,
+	};
+	int rc = -1;
 
 	if (err && errlen)
 		err[0] = '\0';
+	ld.m = calloc(1, sizeof(*ld.m));
+	ld.r.buf = malloc(buf_size);
+	ld.seen = json_object();
+	if (!ld.m || !ld.r.buf || !ld.seen) {
+		fail(&ld, "out of memory");
+		goto out;
+	}
+	if (parse_document(&ld))
+		goto out;
 
-	/* ALLOW_NUL lets a "\u0000" inside a name reach check_entry(), which
-	 * names the entry, rather than failing the whole parse. */
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-	                              &jerr);
-	if (!root) {
-		if (jerr.line > 0)
-			fail(&ld, "line %d, column %d: %s", jerr.line, jerr.column,
-			     jerr.text);
-		else
-			fail(&ld, "%s", jerr.text);
+	struct manifest *m = ld.m;
+	m->total_size = ld.sum;
+	/* Give back what the last doubling did not use. A failed shrink
+	 * keeps the larger block, which is as good. */
+	if (m->nfiles && m->nfiles < m->cap) {
+		struct sstf_file *f = realloc(m->files, m->nfiles * sizeof(*f));
+		if (f) {
+			m->files = f;
+			m->cap = m->nfiles;
+		}
+	}
+	*out = m;
+	ld.m = NULL;
+	rc = 0;
+out:
+	manifest_free(ld.m);
+	json_decref(ld.seen);
+	free(ld.r.buf);
+	return rc;
+}
+
+int manifest_parse(FILE *in, const char *label, enum manifest_verify verify,
+                   struct manifest **out, char *err, size_t errlen)
+{
+	return manifest_parse_window(in, label, verify, MANIFEST_BUF_SIZE, out,
+	                             err, errlen);
+}
+
+int manifest_load(const char *path, enum manifest_verify verify,
+                  struct manifest **out, char *err, size_t errlen)
+{
+	FILE *in = fopen(path, "rb");
+	if (!in) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: cannot open: %s", path,
+			         strerror(errno));
 		return -1;
 	}
-	if (!json_is_object(root)) {
-		fail(&ld, "the top level must be an object with a \"files\" array");
-		goto fail;
-	}
-	json_t *files = json_object_get(root, "files");
-	if (!json_is_array(files)) {
-		fail(&ld, "%s", files ? "\"files\" must be an array"
-		                      : "missing \"files\" array");
-		goto fail;
-	}
-
-	size_t n = json_array_size(files);
-	plans = calloc(n ? n : 1, sizeof(*plans));
-	if (!plans) {
-		fail(&ld, "out of memory");
-		goto fail;
-	}
-
-	/* Pass one: validate, and size the string block. */
-	uint64_t sum = 0;
-	size_t strbytes = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct entry_plan *p = &plans[i];
-		if (check_entry(&ld, i, json_array_get(files, i), base_url, verify, p,
-		                &sum))
-			goto fail;
-		size_t need = json_string_length(p->name) + 1 + p->url_len + 1 +
-		              (p->digest ? json_string_length(p->digest) : 0) + 1;
-		if (p->url_len > SIZE_MAX / 2 || strbytes > SIZE_MAX - need) {
-			fail(&ld, "files[%zu]: manifest too large", i);
-			goto fail;
-		}
-		strbytes += need;
-	}
-
-	json_t *jtotal = json_object_get(root, "file_total_size");
-	if (jtotal) {
-		if (!json_is_integer(jtotal) || json_integer_value(jtotal) < 0) {
-			fail(&ld, "\"file_total_size\" must be a non-negative integer");
-			goto fail;
-		}
-		if ((uint64_t)json_integer_value(jtotal) != sum) {
-			fail(&ld,
-			     "\"file_total_size\" is %" PRIu64
-			     " but the %zu files' sizes add up to %" PRIu64,
-			     (uint64_t)json_integer_value(jtotal), n, sum);
-			goto fail;
-		}
-	}
-
-	/* Pass two: copy into memory the manifest owns. */
-	m = calloc(1, sizeof(*m));
-	if (!m || !(m->files = calloc(n ? n : 1, sizeof(*m->files))) ||
-	    !(m->strings = malloc(strbytes ? strbytes : 1))) {
-		fail(&ld, "out of memory");
-		goto fail;
-	}
-	m->nfiles = n;
-	m->total_size = sum;
-	char *cursor = m->strings;
-	for (size_t i = 0; i < n; i++) {
-		struct entry_plan *p = &plans[i];
-		struct sstf_file *f = &m->files[i];
-		json_t *entry = json_array_get(files, i);
-
-		f->name = stash(&cursor, json_string_value(p->name),
-		                json_string_length(p->name));
-		if (p->url) {
-			f->url = stash(&cursor, json_string_value(p->url), p->url_len);
-		} else {
-			manifest_join_url(base_url, f->name, cursor, p->url_len + 1);
-			f->url = cursor;
-			cursor += p->url_len + 1;
-		}
-		f->size = (uint64_t)json_integer_value(json_object_get(entry, "size"));
-		f->digest_kind = p->kind;
-		f->digest_hex = p->digest
-			? stash(&cursor, json_string_value(p->digest),
-			        json_string_length(p->digest))
-			: stash(&cursor, "", 0);
-	}
-
-	free(plans);
-	json_decref(root);
-	*out = m;
-	return 0;
-
-fail:
-	manifest_free(m);
-	free(plans);
-	json_decref(root);
-	return -1;
+	int rc = manifest_parse(in, path, verify, out, err, errlen);
+	fclose(in);
+	return rc;
 }
 
 void manifest_free(struct manifest *m)
 {
 	if (!m)
 		return;
+	struct manifest_chunk *c = m->chunks;
+	while (c) {
+		struct manifest_chunk *next = c->next;
+		free(c);
+		c = next;
+	}
 	free(m->files);
-	free(m->strings);
 	free(m);
 }

@@ -11,23 +11,43 @@
  * Digests: "xxh3" (16 hex digits, as `xxhsum -H3` prints) and "xxh128" (32
  * hex digits, as `xxhsum -H2` prints); each one present must be well formed,
  * and which one is checked is the verify mode's choice (enum
- * manifest_verify). An optional "url" replaces BASEURL + "/" + name for that
- * file. "file_total_size", when present, must equal the sum of the sizes.
- * Unknown keys are ignored, so manifests may carry more than we read;
- * duplicate keys within one object are an error, since which one wins would
- * be a guess.
+ * manifest_verify). An optional "url" replaces the batch's base URL + "/" +
+ * name for that file. "file_total_size", when present, must equal the sum
+ * of the sizes; it may come before or after "files". Top-level keys may come
+ * in any order. Unknown keys are ignored, so manifests may carry more than
+ * we read; duplicate keys within one object are an error, since which one
+ * wins would be a guess.
+ *
+ * The manifest is read as a stream, never as a whole document: the loader
+ * keeps a window of the file (MANIFEST_BUF_SIZE) and decodes one top-level
+ * value, or one entry of "files", at a time. Hence two limits: one entry of
+ * "files" (its JSON text) is at most MANIFEST_ENTRY_MAX bytes, and a key or
+ * any other top-level value at most MANIFEST_VALUE_MAX. What a loaded
+ * manifest keeps per entry is its struct sstf_file, its name, its chosen
+ * digest and its own "url" if it has one, nothing else.
  *
  * The entries' names, URLs and sizes are not judged here: the engine's
  * sstf_check_batch() does that, and the caller runs it on the loaded files
- * (see manifest_load()).
+ * (see manifest_parse()).
  */
 #ifndef SSTFETCH_TOOLS_MANIFEST_H
 #define SSTFETCH_TOOLS_MANIFEST_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "sstfetch.h"
+
+/* The loader's limits; see the top of this file. */
+#define MANIFEST_ENTRY_MAX ((size_t)64 * 1024)
+#define MANIFEST_VALUE_MAX ((size_t)1024 * 1024)
+/* The window: the largest value plus a few bytes, which tell a number
+ * that ends at the cap from one that goes on past it. */
+#define MANIFEST_BUF_SLACK 16
+#define MANIFEST_BUF_SIZE (MANIFEST_VALUE_MAX + MANIFEST_BUF_SLACK)
+/* The smallest window manifest_parse_window() takes. */
+#define MANIFEST_BUF_MIN (MANIFEST_BUF_SLACK + 16)
 
 /* Which digest of each entry the fetch checks. */
 enum manifest_verify {
@@ -40,23 +60,30 @@ enum manifest_verify {
 	MANIFEST_VERIFY_NONE,   /* length check only; digests not needed */
 };
 
+struct manifest_chunk; /* a block of the string arena (manifest.c) */
+
 /*
  * A loaded manifest. `files` is ready to hand to sstf_submit() as a batch's
- * file array: every string it points to is owned by the manifest and lives
- * until manifest_free().
+ * file array, with the batch's base_url set to the source the entries
+ * without a "url" of their own come from (their `url` is NULL). Every
+ * string it points to is owned by the manifest and lives until
+ * manifest_free().
  */
 struct manifest {
 	struct sstf_file *files;
 	size_t nfiles;
 	uint64_t total_size; /* sum of the files' sizes */
-	char *strings;       /* one block holding every name, URL and digest */
+	/* Private to manifest.c. */
+	size_t cap;                    /* entries `files` has room for */
+	struct manifest_chunk *chunks; /* names, digests and own URLs */
 };
 
 /*
- * Reads the manifest at `path`, building each file's URL from `base_url`
- * unless the entry has its own "url", and choosing each entry's digest as
- * `verify` says (digest_kind SSTF_DIGEST_NONE and digest_hex "" for
- * MANIFEST_VERIFY_NONE).
+ * Reads a manifest from `in` (read to its end or to the first error, not
+ * closed), choosing each entry's digest as `verify` says (digest_kind
+ * SSTF_DIGEST_NONE and digest_hex "" for MANIFEST_VERIFY_NONE). An entry's
+ * `url` is its own "url", or NULL: then it comes from the batch's base_url
+ * (see sstf_file.url).
  *
  * It checks the JSON only (see the top of this file). The caller must run
  * sstf_check_batch() on the files before fetching: that is where a name
@@ -65,26 +92,37 @@ struct manifest {
  *
  * Returns 0 and stores a manifest to release with manifest_free() in *out,
  * or -1 with a NUL-terminated message in err (truncated to errlen) that
- * starts with `path` and names the offending entry, e.g.
+ * starts with `label` (the path, for messages) and names the offending
+ * entry, e.g.
  *   manifest.json: files[3] ("a"): no "xxh128" digest, which verify=xxh128
  *   needs for every entry
- * Allocation failure is reported the same way. Any thread; no global state.
+ * or, for a syntax error, where it is (line and column as jansson counts
+ * them, column in characters; byte: how many bytes had been read, 1-based
+ * index of the offending one):
+ *   manifest.json: line 7, column 12 (byte 154): files[1]: ...
+ * Allocation and read failures are reported the same way. Any thread; no
+ * global state.
  */
-int manifest_load(const char *path, const char *base_url,
-                  enum manifest_verify verify, struct manifest **out, char *err,
-                  size_t errlen);
+int manifest_parse(FILE *in, const char *label, enum manifest_verify verify,
+                   struct manifest **out, char *err, size_t errlen);
+
+/*
+ * manifest_parse() with a window of buf_size bytes (at least
+ * MANIFEST_BUF_MIN) instead of MANIFEST_BUF_SIZE; the limits shrink with
+ * it: a value may be at most buf_size - MANIFEST_BUF_SLACK bytes, an entry
+ * also at most MANIFEST_ENTRY_MAX. For tests and the fuzz target, which run
+ * the refill paths on small inputs this way. A smaller buf_size is taken
+ * as MANIFEST_BUF_MIN.
+ */
+int manifest_parse_window(FILE *in, const char *label,
+                          enum manifest_verify verify, size_t buf_size,
+                          struct manifest **out, char *err, size_t errlen);
+
+/* Opens `path` and runs manifest_parse() on it, labelled with the path. */
+int manifest_load(const char *path, enum manifest_verify verify,
+                  struct manifest **out, char *err, size_t errlen);
 
 /* Releases a manifest and every string it owns. NULL is a no-op. */
 void manifest_free(struct manifest *m);
-
-/*
- * Writes base_url joined to name into out: trailing slashes of base_url are
- * dropped (but not those of "scheme://"), exactly one '/' follows, then name
- * with every byte outside RFC 3986's unreserved set and '/' percent-encoded.
- * Returns the length the URL has (excluding the NUL) whether or not it fit,
- * as snprintf does; out may be NULL when outlen is 0. Exposed for tests.
- */
-size_t manifest_join_url(const char *base_url, const char *name, char *out,
-                         size_t outlen);
 
 #endif

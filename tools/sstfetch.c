@@ -165,9 +165,8 @@ static int check_job_opts(const struct job_opts *o)
 static int load_job(struct job *j)
 {
 	char err[1024];
-	if (manifest_load(j->o.manifest, j->o.source,
-	                  (enum manifest_verify)j->o.verify, &j->m, err,
-	                  sizeof(err))) {
+	if (manifest_load(j->o.manifest, (enum manifest_verify)j->o.verify,
+	                  &j->m, err, sizeof(err))) {
 		fprintf(stderr, PROG ": job '%s': %s\n", j->o.name, err);
 		return EXIT_USAGE;
 	}
@@ -177,6 +176,9 @@ static int load_job(struct job *j)
 		.nfiles = j->m->nfiles,
 		.errbuf = err,
 		.errbuf_len = sizeof(err),
+		/* Entries without their own "url" come from the source; as
+		 * job.c submits them. */
+		.base_url = j->o.source,
 	};
 	err[0] = '\0';
 	int rc = sstf_check_batch(&batch);
