@@ -114,6 +114,8 @@ void status_clear(struct status *st)
 struct outcome {
 	int done;
 	int result;
+	int skipped;  /* already in place and verified */
+	int resumed;  /* continued a crashed run's partial */
 	char *detail; /* malloc'd copy, only for failures with a detail */
 };
 
@@ -185,10 +187,12 @@ static void on_file_done(void *user, uint64_t gen,
 		struct outcome *o = &tr->files[res->index];
 		o->done = 1;
 		o->result = res->result;
+		o->skipped = res->skipped;
+		o->resumed = res->resumed_from > 0;
 		o->detail = detail;
 		detail = NULL;
 	}
-	if (res->result == 0) {
+	if (res->result == 0 && !res->skipped) {
 		tr->verify_bytes += res->bytes;
 		if (push(&tr->clat, res->fetch_ns) || push(&tr->ttfb, res->ttfb_ns))
 			tr->oom = 1;
@@ -349,7 +353,7 @@ static int clear_dest(const struct job *job)
 /* The job                                                                  */
 
 static void add_failure(struct job_report *rep, const char *name, int error,
-                        const char *detail, int skipped)
+                        const char *detail, int unfinished)
 {
 	if (rep->nfailures == REPORT_MAX_FAILURES) {
 		rep->failures_unlisted++;
@@ -359,27 +363,38 @@ static void add_failure(struct job_report *rep, const char *name, int error,
 	f->name = strdup(name);
 	f->error = error;
 	f->detail = detail ? strdup(detail) : NULL;
-	f->skipped = skipped;
+	f->unfinished = unfinished;
 	if (f->name)
 		rep->nfailures++;
 	else
 		free(f->detail);
 }
 
-/* Counts the last generation's files of one loop into the report. */
-static void tally(struct tracker *tr, const struct manifest *m,
+/*
+ * Counts the last generation's files of one loop into the report. `rc` is
+ * the loop's result: a generation that could not start (a submit error,
+ * such as -ENOSPC at admission) fails its files rather than leaving them
+ * unfinished.
+ */
+static void tally(struct tracker *tr, const struct manifest *m, int rc,
                   struct job_report *rep)
 {
 	pthread_mutex_lock(&tr->lock);
 	for (size_t i = 0; i < m->nfiles; i++) {
 		const struct outcome *o = &tr->files[i];
-		if (o->done && o->result == 0) {
+		if (o->done && o->result == 0 && o->skipped) {
+			rep->files_skipped++;
+		} else if (o->done && o->result == 0) {
 			rep->files_ok++;
+			rep->files_resumed += (uint64_t)o->resumed;
 		} else if (o->done) {
 			rep->files_failed++;
 			add_failure(rep, m->files[i].name, o->result, o->detail, 0);
+		} else if (rc && rc != -ECANCELED) {
+			rep->files_failed++;
+			add_failure(rep, m->files[i].name, rc, "the job's batch was not started", 0);
 		} else {
-			rep->files_skipped++;
+			rep->files_unfinished++;
 			add_failure(rep, m->files[i].name, -ECANCELED, "not finished", 1);
 		}
 	}
@@ -404,6 +419,11 @@ static void add_rusage(const struct rusage *a, struct job_report *rep)
 	rep->minf += b.ru_minflt - a->ru_minflt;
 }
 
+bool job_succeeded(const struct job_report *rep)
+{
+	return !rep->error && rep->files_ok + rep->files_skipped == rep->files_total;
+}
+
 struct sstf_config job_engine_config(const struct job_opts *o)
 {
 	struct sstf_config cfg;
@@ -417,6 +437,13 @@ struct sstf_config job_engine_config(const struct job_opts *o)
 	cfg.fsync = (enum sstf_switch)o->fsync;
 	/* The tool's 0 means none; the engine's 0 means its default. */
 	cfg.max_retries = o->retries ? (int)o->retries : -1;
+	cfg.low_speed_bytes = o->stall_rate > UINT32_MAX ? UINT32_MAX : (unsigned)o->stall_rate;
+	cfg.low_speed_time_s = (unsigned)o->stall_time;
+	cfg.existing = (enum sstf_existing)o->existing;
+	cfg.resume = (enum sstf_switch)o->resume;
+	cfg.checkpoint_bytes = o->checkpoint;
+	/* The engine's 0 is its default; the tool's 0 keeps nothing spare. */
+	cfg.disk_reserve = o->reserve ? o->reserve : 1;
 	if (o->cancel_at)
 		cfg.progress_interval_ms = CANCEL_PROGRESS_MS;
 	return cfg;
@@ -432,11 +459,15 @@ struct loop_ctx {
 	struct job_report *rep;
 };
 
-/* Bytes the (ended) generation wrote and hashed. */
-static uint64_t gen_bytes(sstf_engine *e, uint64_t gen)
+/* Bytes the (ended) generation fetched, wrote and hashed; adds what it
+ * found already on disk to the report. */
+static uint64_t gen_bytes(struct loop_ctx *c, uint64_t gen)
 {
 	struct sstf_progress p;
-	return sstf_progress(e, gen, &p) == 0 ? p.bytes_done : 0;
+	if (sstf_progress(c->engine, gen, &p) != 0)
+		return 0;
+	c->rep->present_bytes += p.bytes_present;
+	return p.bytes_done;
 }
 
 static int submit(struct loop_ctx *c, uint64_t cancel_bytes, uint64_t *gen)
@@ -500,12 +531,13 @@ static int run_loop(struct loop_ctx *c)
 			 * once nothing of the generation is left, start over
 			 * with the whole set. */
 			rc = sstf_wait(c->engine, gen, -1);
-			c->rep->io_bytes += gen_bytes(c->engine, gen);
+			uint64_t b = gen_bytes(c, gen);
+			c->rep->io_bytes += b;
 			if (rc != -ECANCELED) {
 				/* The engine ends a generation cancelled once a
 				 * cancel was started; anything else is its own
 				 * result, reported as is. */
-				c->st->bytes_done += gen_bytes(c->engine, gen);
+				c->st->bytes_done += b;
 				return rc;
 			}
 			rc = submit(c, 0, &gen);
@@ -515,8 +547,9 @@ static int run_loop(struct loop_ctx *c)
 		}
 		if (ev & EV_ENDED) {
 			rc = sstf_wait(c->engine, gen, -1);
-			c->rep->io_bytes += gen_bytes(c->engine, gen);
-			c->st->bytes_done += gen_bytes(c->engine, gen);
+			uint64_t b = gen_bytes(c, gen);
+			c->rep->io_bytes += b;
+			c->st->bytes_done += b;
 			return rc;
 		}
 		if (now_s() >= next_draw) {
@@ -588,6 +621,7 @@ void job_run(const struct job *job, size_t index, struct status *st,
 			/* Entries without their own "url" (url NULL): the
 			 * engine joins the source and the name. */
 			.base_url = job->o.source,
+			.protocols = job->o.protocols,
 		},
 		.st = st,
 		.rep = rep,
@@ -604,7 +638,7 @@ void job_run(const struct job *job, size_t index, struct status *st,
 		rep->runtime_ns += (uint64_t)((now_s() - t0) * 1e9);
 		add_rusage(&ru, rep);
 		rep->loops_done++;
-		tally(&tr, m, rep);
+		tally(&tr, m, rc, rep);
 		if (rc && !rep->error)
 			rep->error = rc;
 	}
@@ -622,14 +656,15 @@ void job_run(const struct job *job, size_t index, struct status *st,
 
 cannot_start:
 	rep->error = rc;
-	rep->files_skipped = m->nfiles * job->o.loops;
-	rep->files_total = rep->files_skipped;
+	rep->files_failed = m->nfiles * job->o.loops;
+	rep->files_total = rep->files_failed;
 out:
 	if (job_interrupted && !rep->error)
 		rep->error = -ECANCELED;
-	/* Loops never run (interrupted) leave their files skipped. */
+	/* Loops never run (interrupted, or after an error) leave their files
+	 * unfinished. */
 	if (rep->files_total < m->nfiles * job->o.loops) {
-		rep->files_skipped += m->nfiles * job->o.loops - rep->files_total;
+		rep->files_unfinished += m->nfiles * job->o.loops - rep->files_total;
 		rep->files_total = m->nfiles * job->o.loops;
 	}
 	if (tr.oom)
@@ -647,5 +682,5 @@ out:
 	free(tr.ttfb.v);
 	pthread_cond_destroy(&tr.cond);
 	pthread_mutex_destroy(&tr.lock);
-	st->states[index] = rep->files_ok == rep->files_total ? '_' : 'E';
+	st->states[index] = job_succeeded(rep) ? '_' : 'E';
 }

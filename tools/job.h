@@ -6,6 +6,7 @@
 #define SSTFETCH_TOOLS_JOB_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,10 @@ void status_clear(struct status *st);
  * report and returns; no later job starts.
  */
 extern volatile sig_atomic_t job_interrupted;
+
+/* Every file of every loop was fetched and verified, or was already in
+ * place and verified, and nothing failed. */
+bool job_succeeded(const struct job_report *rep);
 
 /* The engine configuration a job's options ask for. */
 struct sstf_config job_engine_config(const struct job_opts *o);

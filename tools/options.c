@@ -53,6 +53,13 @@ static const struct opt_choice bool_switch_choices[] = {
 	{NULL, 0},
 };
 
+static const struct opt_choice existing_choices[] = {
+	{"trust", SSTF_EXISTING_TRUST},
+	{"rehash", SSTF_EXISTING_REHASH},
+	{"refetch", SSTF_EXISTING_REFETCH},
+	{NULL, 0},
+};
+
 static const struct opt_choice format_choices[] = {
 	{"normal", FORMAT_NORMAL},
 	{"json", FORMAT_JSON},
@@ -115,6 +122,36 @@ const struct opt_def opt_table[] = {
 	{"retries", 0, "N", OPT_UINT, J(retries), "3", NULL, 0, 1000, NULL,
 	 "retries per file after a transient failure (connection, timeout, "
 	 "HTTP 408/429/5xx), resuming where the transfer stopped; 0: none"},
+	{"stall_rate", 0, "SIZE", OPT_SIZE, J(stall_rate), "1k", NULL, 1, 16 * GiB, NULL,
+	 "a transfer slower than SIZE bytes/s for stall_time is stalled: it "
+	 "fails and, as a transient failure, is retried"},
+	{"stall_time", 0, "TIME", OPT_TIME, J(stall_time), "30s", NULL, 1, 86400, NULL,
+	 "how long a transfer may stay below stall_rate"},
+	{"protocols", 0, "LIST", OPT_STR, J(protocols), NULL,
+	 "the source's own scheme", 0, 0, NULL,
+	 "URL schemes an entry's own \"url\" may use, comma-separated from "
+	 "http, https, file, or all (as curl's --proto); an entry naming "
+	 "another is refused with exit 2"},
+	{"existing", 0, "MODE", OPT_CHOICE, J(existing), "trust", NULL, 0, 0,
+	 existing_choices,
+	 "a file already in dest: trust skips it when the record sstfetch "
+	 "wrote at publish (xattr user.sstfetch.v1) matches its digest, size "
+	 "and mtime, and re-hashes one of the right size without it; rehash "
+	 "always re-hashes (strict, also a resumed partial's prefix); refetch "
+	 "never skips"},
+	{"resume", 0, "0|1", OPT_CHOICE, J(resume), "1", NULL, 0, 0,
+	 bool_switch_choices,
+	 "checkpoint files of at least twice checkpoint bytes, so that a run "
+	 "killed mid-file continues there when run again"},
+	{"checkpoint", 0, "SIZE", OPT_SIZE, J(checkpoint), "8m", NULL, 64 * KiB, TiB, NULL,
+	 "bytes between two checkpoints of a file (each one is an fsync)"},
+	{"reserve", 0, "SIZE", OPT_SIZE, J(reserve), "64m", NULL, 0, 16 * TiB, NULL,
+	 "free space dest's filesystem must keep beyond what a job needs; a "
+	 "job that does not fit fails before it writes a byte"},
+	{"mem_max", 0, "SIZE", OPT_SIZE, J(mem_max), NULL,
+	 "half of physical memory", 128 * KiB, 16 * TiB, NULL,
+	 "largest buffer memory (mem, or 2 x parallel x bs) a job may ask "
+	 "for; raise it to allow more"},
 	{"rate", 0, "BYTES", OPT_UNSUPPORTED, NOFIELD, NULL, "none", 0, 0, NULL,
 	 "bandwidth cap: not supported yet, refused"},
 	{"split", 0, "N", OPT_UNSUPPORTED, NOFIELD, NULL, "none", 0, 0, NULL,
@@ -257,6 +294,12 @@ static void describe(const struct opt_def *o, char *buf, size_t len)
 		snprintf(buf, len, "a whole percentage from %" PRIu64 " to %" PRIu64,
 		         o->min, o->max);
 		return;
+	case OPT_TIME:
+		snprintf(buf, len,
+		         "a number of seconds from %" PRIu64 " to %" PRIu64 ", with an optional s, m "
+		         "or h suffix",
+		         o->min, o->max);
+		return;
 	case OPT_SIZE:
 	case OPT_SIZE_POW2:
 	case OPT_SIZE_RANGE:
@@ -344,6 +387,19 @@ int opt_set(const struct opt_def *o, const char *value, struct job_opts *job,
 			*(uint64_t *)field = v;
 		return 0;
 	}
+	case OPT_TIME: {
+		const char *end = parse_digits(value, &v);
+		uint64_t mult = 1;
+		if (end && *end) {
+			mult = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : 0;
+			end = mult && end[1] == '\0' ? end + 1 : NULL;
+		}
+		if (!end || *end || v > o->max / mult || v * mult < o->min)
+			return bad_value(o, value, where);
+		if (field)
+			*(uint64_t *)field = v * mult;
+		return 0;
+	}
 	case OPT_SIZE:
 	case OPT_SIZE_POW2:
 		if (parse_size(value, &v) || v < o->min || v > o->max ||
@@ -420,6 +476,7 @@ int opt_format(const struct opt_def *o, const struct job_opts *job, char *buf,
 	}
 	case OPT_UINT:
 	case OPT_PERCENT:
+	case OPT_TIME:
 	case OPT_SIZE:
 	case OPT_SIZE_POW2:
 		return snprintf(buf, len, "%" PRIu64, *(const uint64_t *)field);

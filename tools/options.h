@@ -65,6 +65,15 @@ struct job_opts {
 	uint64_t retries;   /* 0: none (max_retries -1) */
 	uint64_t loops;
 	uint64_t cancel_at; /* percent; 0: off */
+	uint64_t stall_rate; /* -> low_speed_bytes */
+	uint64_t stall_time; /* seconds -> low_speed_time_s */
+	const char *protocols; /* -> sstf_batch.protocols; NULL: the source's */
+	int existing;       /* enum sstf_existing */
+	int resume;         /* enum sstf_switch */
+	uint64_t checkpoint; /* -> checkpoint_bytes */
+	uint64_t reserve;   /* -> disk_reserve; 0 keeps no reserve */
+	uint64_t mem_max;   /* largest buffer pool a job may ask for; 0: half
+	                       of physical memory */
 };
 
 /* A lower and upper bound, as --filesize=MIN:MAX gives them. */
@@ -94,6 +103,7 @@ enum opt_kind {
 	OPT_SIZE_POW2,   /* OPT_SIZE that must be a power of two */
 	OPT_SIZE_RANGE,  /* SIZE or MIN:MAX */
 	OPT_PERCENT,     /* an integer in [min, max], with an optional '%' */
+	OPT_TIME,        /* seconds in [min, max], with an optional s, m or h */
 	OPT_CHOICE,      /* one of `choices` */
 	OPT_FLAG,        /* no value: sets an int to 1 */
 	OPT_UNSUPPORTED, /* refused with "not supported yet" */

@@ -169,10 +169,19 @@ static void print_job_normal(FILE *out, const struct job_report *r)
 		fprintf(out, "  error  : %s%s\n", sstf_strerror(r->error),
 		        r->interrupted ? " (interrupted)" : "");
 	fprintf(out,
-	        "  files  : ok=%" PRIu64 ", failed=%" PRIu64 ", skipped=%" PRIu64
-	        ", total=%" PRIu64 " (loops=%" PRIu64 ")\n",
-	        r->files_ok, r->files_failed, r->files_skipped, r->files_total,
-	        r->loops_done);
+	        "  files  : ok=%" PRIu64 ", skipped=%" PRIu64 ", failed=%" PRIu64
+	        ", unfinished=%" PRIu64 ", total=%" PRIu64 " (loops=%" PRIu64 ")\n",
+	        r->files_ok, r->files_skipped, r->files_failed, r->files_unfinished,
+	        r->files_total, r->loops_done);
+	if (r->files_skipped || r->files_resumed) {
+		char pb[32];
+		report_human((double)r->present_bytes, 1, "B", pb, sizeof(pb));
+		fprintf(out,
+		        "  present: %s already on disk, not fetched: %" PRIu64
+		        " files skipped as verified, %" PRIu64 " resumed from a "
+		        "checkpoint\n",
+		        pb, r->files_skipped, r->files_resumed);
+	}
 
 	double s = seconds(r);
 	report_human((double)bw_bytes(r), 1, "B/s", bw, sizeof(bw));
@@ -207,19 +216,19 @@ static void print_job_normal(FILE *out, const struct job_report *r)
 	for (size_t i = 0; i < shown; i++) {
 		const struct failure *f = &r->failures[i];
 		fprintf(out, "  %s: %s: %s%s%s%s\n",
-		        f->skipped ? "skipped" : "failed ", f->name,
+		        f->unfinished ? "unfinished" : "failed ", f->name,
 		        sstf_strerror(f->error), f->detail ? " (" : "",
 		        f->detail ? f->detail : "", f->detail ? ")" : "");
 	}
 	if (r->nfailures - shown + r->failures_unlisted)
-		fprintf(out, "  ...    : and %zu more files failed or skipped\n",
+		fprintf(out, "  ...    : and %zu more files failed or unfinished\n",
 		        r->nfailures - shown + r->failures_unlisted);
 }
 
 static void print_run_status(FILE *out, const struct job_report *jobs,
                              size_t n)
 {
-	uint64_t io = 0, ns = 0, ok = 0, failed = 0, skipped = 0, total = 0;
+	uint64_t io = 0, ns = 0, ok = 0, failed = 0, skipped = 0, total = 0, unfinished = 0;
 	uint64_t bw_min = UINT64_MAX, bw_max = 0, run_min = UINT64_MAX, run_max = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -229,6 +238,7 @@ static void print_run_status(FILE *out, const struct job_report *jobs,
 		ok += r->files_ok;
 		failed += r->files_failed;
 		skipped += r->files_skipped;
+		unfinished += r->files_unfinished;
 		total += r->files_total;
 		uint64_t bw = bw_bytes(r), ms = r->runtime_ns / 1000000;
 		bw_min = bw < bw_min ? bw : bw_min;
@@ -257,9 +267,9 @@ static void print_run_status(FILE *out, const struct job_report *jobs,
 	fprintf(out, "  WRITE: bw=%s (%s), %s-%s (%s-%s), io=%s (%s), run=%s\n", a,
 	        b, c, d, e, f, ioa, iob, g);
 	fprintf(out,
-	        "  FILES: ok=%" PRIu64 ", failed=%" PRIu64 ", skipped=%" PRIu64
-	        ", total=%" PRIu64 "\n",
-	        ok, failed, skipped, total);
+	        "  FILES: ok=%" PRIu64 ", skipped=%" PRIu64 ", failed=%" PRIu64
+	        ", unfinished=%" PRIu64 ", total=%" PRIu64 "\n",
+	        ok, skipped, failed, unfinished, total);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -345,11 +355,14 @@ static json_t *job_json(const struct job_report *r)
 	set(files, "ok", jint(r->files_ok));
 	set(files, "failed", jint(r->files_failed));
 	set(files, "skipped", jint(r->files_skipped));
+	set(files, "unfinished", jint(r->files_unfinished));
+	set(files, "resumed", jint(r->files_resumed));
 	set(files, "total", jint(r->files_total));
 	set(j, "files", files);
 
 	set(w, "io_bytes", jint(r->io_bytes));
 	set(w, "io_kbytes", jint(r->io_bytes / 1024));
+	set(w, "present_bytes", jint(r->present_bytes));
 	set(w, "bw_bytes", jint(bw_bytes(r)));
 	set(w, "bw", jint(bw_bytes(r) / 1024));
 	set(w, "iops", json_real(s > 0 ? (double)r->files_ok / s : 0));
@@ -381,7 +394,7 @@ static json_t *job_json(const struct job_report *r)
 		set(e, "error", json_integer(-f->error));
 		set(e, "message", json_string(sstf_strerror(f->error)));
 		set(e, "detail", json_string(f->detail ? f->detail : ""));
-		set(e, "skipped", json_boolean(f->skipped));
+		set(e, "unfinished", json_boolean(f->unfinished));
 		json_array_append_new(fails, e);
 	}
 	set(j, "failures", fails);
@@ -455,7 +468,7 @@ static const struct terse_field terse_fields[] = {
 	{"error", TF_ERROR, 0, "0, or the first error's code"},
 	{"files_ok", TF_U64, R(files_ok), NULL},
 	{"files_failed", TF_U64, R(files_failed), NULL},
-	{"files_skipped", TF_U64, R(files_skipped), NULL},
+	{"files_skipped", TF_U64, R(files_skipped), "already in place and verified"},
 	{"files_total", TF_U64, R(files_total), NULL},
 	{"io_bytes", TF_U64, R(io_bytes), NULL},
 	{"bw_bytes", TF_BW, 0, "bytes/s"},
@@ -471,6 +484,9 @@ static const struct terse_field terse_fields[] = {
 	{"verify_bytes", TF_U64, R(verify_bytes), NULL},
 	{"verify_errors", TF_U64, R(verify_errors), NULL},
 	{"loops", TF_U64, R(loops_done), NULL},
+	{"files_unfinished", TF_U64, R(files_unfinished), "interrupted before their end"},
+	{"files_resumed", TF_U64, R(files_resumed), "ok files continued from a checkpoint"},
+	{"present_bytes", TF_U64, R(present_bytes), "already on disk, not fetched"},
 };
 
 #undef R

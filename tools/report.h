@@ -5,11 +5,16 @@
  *
  * Counting rules (the same in all three formats):
  *   - files: one count per file per loop, from the last generation of that
- *     loop: ok = published and verified, failed = ended with an error,
- *     skipped = never reached an end (the run was interrupted).
- *     total = ok + failed + skipped = manifest files x loops run.
- *   - io_bytes: bytes written and hashed (sstf_progress.bytes_done) by every
- *     generation, a cancelled one included; bw_bytes = io_bytes / runtime.
+ *     loop: ok = fetched, published and verified; skipped = already in
+ *     place and verified, nothing fetched (sstf_file_result.skipped);
+ *     failed = ended with an error; unfinished = never reached an end (the
+ *     run was interrupted). total = ok + skipped + failed + unfinished =
+ *     manifest files x loops run. resumed counts the ok files that
+ *     continued a crashed run's partial file.
+ *   - io_bytes: bytes fetched, written and hashed (sstf_progress.bytes_done)
+ *     by every generation, a cancelled one included: what went over the
+ *     network; bw_bytes = io_bytes / runtime. present_bytes: bytes that
+ *     needed no transfer (skipped files, resumed prefixes).
  *   - runtime: from each loop's first submit to its last generation's end,
  *     summed over loops (removing the destination between loops is not
  *     counted). CPU is measured over the same windows.
@@ -30,7 +35,8 @@
  * files_skipped; files_total; io_bytes; bw_bytes; runtime_ms; clat min,
  * max, mean, stddev, n and 17 "P%=ns" percentiles; the same for ttfb;
  * retries; stale_completions; cancels; peak_buffer_bytes; usr_cpu;
- * sys_cpu; verify_bytes; verify_errors; loops).
+ * sys_cpu; verify_bytes; verify_errors; loops; files_unfinished;
+ * files_resumed; present_bytes: fields are only ever added at the end).
  */
 #ifndef SSTFETCH_TOOLS_REPORT_H
 #define SSTFETCH_TOOLS_REPORT_H
@@ -61,9 +67,9 @@ void lat_summarize(uint64_t *samples, size_t n, struct lat_summary *out);
 /* One failed (or unfinished) file, for the report. */
 struct failure {
 	char *name;
-	int error;    /* negative sstf code; -ECANCELED when unfinished */
-	char *detail; /* may be NULL */
-	int skipped;  /* never reached an end (interrupted) */
+	int error;      /* negative sstf code; -ECANCELED when unfinished */
+	char *detail;   /* may be NULL */
+	int unfinished; /* never reached an end (interrupted) */
 };
 
 /* Failures past this many are counted, not listed. */
@@ -75,7 +81,8 @@ struct job_report {
 	int interrupted; /* SIGINT/SIGTERM cut the job short */
 	uint64_t loops_done;
 	uint64_t files_ok, files_failed, files_skipped, files_total;
-	uint64_t io_bytes;
+	uint64_t files_unfinished, files_resumed;
+	uint64_t io_bytes, present_bytes;
 	uint64_t runtime_ns;
 	uint64_t verify_bytes, verify_errors;
 	uint64_t retries, stale_completions, cancels;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -146,13 +147,49 @@ static int check_job_opts(const struct job_opts *o)
 			bad = 1;
 		}
 	}
-	/* The engine's own checks, so the tool never restates its limits. */
-	struct sstf_config cfg = job_engine_config(o);
-	char why[256];
-	if (sstf_config_check(&cfg, why, sizeof(why)) < 0) {
-		fprintf(stderr, PROG ": job '%s': bad engine configuration: %s "
-		        "(options parallel, iodepth, bs, mem)\n", o->name, why);
+	struct stat st;
+	if (o->dest && stat(o->dest, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		fprintf(stderr,
+		        PROG ": job '%s': --dest=%s exists and is not a directory; name a "
+		        "directory (it is created if missing)\n",
+		        o->name, o->dest);
 		bad = 1;
+	}
+	/* A buffer pool past what the machine has ends in the OOM killer:
+	 * refuse it here, where the options that make it can be named. */
+	struct sstf_config cfg = job_engine_config(o);
+	uint64_t pool = o->mem;
+	if (!pool) {
+		pool = SSTF_DEFAULT_MEM_LIMIT;
+		if (pool < 2 * o->parallel * o->bs)
+			pool = 2 * o->parallel * o->bs;
+	}
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t phys = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+	uint64_t cap = o->mem_max ? o->mem_max : phys / 2;
+	if (cap && pool > cap) {
+		char hp[32], hc[32], hm[32];
+		report_human((double)pool, 1, "B", hp, sizeof(hp));
+		report_human((double)cap, 1, "B", hc, sizeof(hc));
+		report_human((double)phys, 1, "B", hm, sizeof(hm));
+		fprintf(stderr,
+		        PROG ": job '%s': the buffer pool would take %s (%s), more than "
+		        "the %s a job may use (%s; this machine has %s); lower --parallel, "
+		        "--bs or --mem, or raise --mem_max\n",
+		        o->name, hp,
+		        o->mem ? "--mem" : "--mem default: 2 x --parallel x --bs",
+		        hc, o->mem_max ? "--mem_max" : "--mem_max default: half of memory",
+		        hm);
+		bad = 1;
+	} else {
+		/* The engine's own checks, so the tool never restates its
+		 * limits. */
+		char why[256];
+		if (sstf_config_check(&cfg, why, sizeof(why)) < 0) {
+			fprintf(stderr, PROG ": job '%s': bad engine configuration: %s "
+			        "(options parallel, iodepth, bs, mem, checkpoint)\n", o->name, why);
+			bad = 1;
+		}
 	}
 	return bad ? EXIT_USAGE : 0;
 }
@@ -179,12 +216,15 @@ static int load_job(struct job *j)
 		/* Entries without their own "url" come from the source; as
 		 * job.c submits them. */
 		.base_url = j->o.source,
+		.protocols = j->o.protocols,
 	};
 	err[0] = '\0';
 	int rc = sstf_check_batch(&batch);
 	if (rc) {
-		fprintf(stderr, PROG ": job '%s': %s: %s%s%s\n", j->o.name,
-		        j->o.manifest, sstf_strerror(rc), err[0] ? ": " : "", err);
+		fprintf(stderr, PROG ": job '%s': %s: %s%s%s%s\n", j->o.name,
+		        j->o.protocols && rc == -EINVAL ? "--protocols" : j->o.manifest,
+		        sstf_strerror(rc), err[0] ? ": " : "", err,
+		        rc == -SSTF_EBADURL ? " (--protocols allows more schemes)" : "");
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -304,7 +344,7 @@ int main(int argc, char **argv)
 	status = EXIT_OK;
 	for (; ran < set.njobs && !job_interrupted; ran++) {
 		job_run(&jobs[ran], ran, &st, &reps[ran]);
-		if (reps[ran].error || reps[ran].files_ok != reps[ran].files_total)
+		if (!job_succeeded(&reps[ran]))
 			status = EXIT_FAILED;
 	}
 	status_clear(&st);
