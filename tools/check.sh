@@ -3,17 +3,19 @@
 #   1. gcc build with -Werror, every test;
 #   2. clang build with ASan+UBSan and -Werror, every test;
 #   3. clang build with TSan, the concurrency tests (cancel, drain, the
-#      Pegasus scenarios) and the rest of the suite.
-# Each build has its own directory (build-check, build-asan, build-tsan) so
-# that a rerun only rebuilds what changed. Any sanitizer report fails the run.
-#
-# Not among the defaults, on request only:
-#   fuzz  clang build with ASan+UBSan and -Dfuzz=enabled (build-fuzz); runs
+#      Pegasus scenarios, the short form of the cancel storms) and the rest
+#      of the suite;
+#   4. fuzz: clang build with ASan+UBSan and -Dfuzz=enabled (build-fuzz); runs
 #         the libFuzzer target tests/fuzz/fuzz_manifest (manifest loader +
 #         sstf_check_batch) for FUZZ_SECONDS (60) on a fresh copy of the
 #         seed corpus tests/fuzz/corpus/manifest. Any crash, leak or
 #         sanitizer report fails the run; the input that caused it is left
 #         in build-fuzz/fuzz-artifacts/ (rerun: the target with that path).
+# Each build has its own directory (build-check, build-asan, build-tsan,
+# build-fuzz) so that a rerun only rebuilds what changed. Any sanitizer
+# report fails the run.
+#
+# Not among the defaults, on request only:
 #   stress the long form of tests/test_stress.c: 1000 cancel storms
 #         (SSTF_STRESS_STORMS overrides) in the asan step's build dir
 #         (build-asan), run directly rather than under meson's 900 s
@@ -21,13 +23,13 @@
 #         (SSTF_STRESS_HANG_S, 60 s). A failure prints the seed and a
 #         replay line (SSTF_STRESS_SEED=... SSTF_STRESS_STORM=...).
 #
-#   tools/check.sh [normal|asan|tsan|fuzz|stress ...]   (default: normal asan tsan)
+#   tools/check.sh [normal|asan|tsan|fuzz|stress ...]   (default: normal asan tsan fuzz)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 steps=("$@")
-((${#steps[@]})) || steps=(normal asan tsan)
+((${#steps[@]})) || steps=(normal asan tsan fuzz)
 
 # Sets up (or reconfigures) a build dir with $CC. Meson keeps the compiler a
 # dir was made with, so a dir made with another one is wiped first. Builds
