@@ -271,16 +271,21 @@ static int writer_gone(struct sstf__gen *g, uint64_t token, int *lockfd)
 	return 1;
 }
 
-/* Reads a dead writer's temporary file's checkpoint into a candidate. */
-static bool read_cand(struct sstf__gen *g, const char *name, struct cand *c)
+/*
+ * Reads a dead writer's temporary file's checkpoint into a candidate: a
+ * partial's, or (trusting records) a whole verified file's publish record,
+ * left by a writer killed just before its rename.
+ */
+static bool read_cand(struct sstf__gen *g, const char *name, bool trust, struct cand *c)
 {
 	int fd = openat(g->stagefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return false;
 	struct sstf__partial p;
 	struct stat st;
-	bool ok = sstf__record_partial_get(fd, &p) == 0 && fstat(fd, &st) == 0 &&
-	          S_ISREG(st.st_mode) && (uint64_t)st.st_size >= p.offset;
+	bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	          ((sstf__record_partial_get(fd, &p) == 0 && (uint64_t)st.st_size >= p.offset) ||
+	           (trust && sstf__record_verified_get(fd, &p) == 0));
 	close(fd);
 	if (!ok)
 		return false;
@@ -324,7 +329,7 @@ static void match_cands(struct sweep *sw, struct sstf__gen *g)
  * the candidates the batch may resume, and holds their locks (released by
  * sweep_finish).
  */
-static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume)
+static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume, bool trust)
 {
 	int ret = list_stage(sw, g);
 	if (ret < 0)
@@ -353,7 +358,7 @@ static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume)
 					continue;
 				if (resume && g->nfiles &&
 				    grow(sw->a, (void **)&sw->c, &ncap_c, sw->nc, sizeof(*sw->c)) == 0 &&
-				    read_cand(g, sw->v[k].name, &sw->c[sw->nc])) {
+				    read_cand(g, sw->v[k].name, trust, &sw->c[sw->nc])) {
 					sw->nc++;
 					continue;
 				}
@@ -491,7 +496,7 @@ int sstf__dest_prepare(const struct sstf_allocator *a, const struct sstf_config 
 		return ret;
 	}
 	struct sweep sw = {.a = a};
-	ret = sweep_scan(&sw, g, cfg->resume != SSTF_OFF);
+	ret = sweep_scan(&sw, g, cfg->resume != SSTF_OFF, cfg->existing == SSTF_EXISTING_TRUST);
 	if (ret < 0)
 		say(errbuf, errlen, ret, "dest_dir '%s': sweeping %s/: %s", g->dest_dir,
 		    SSTF__STAGE_DIR, strerror(-ret));

@@ -357,9 +357,15 @@ uint64_t sstf__name_hash(const char *name);
  */
 int sstf__record_verified_set(int fd, const struct sstf__file *f);
 /* True when fd (whose fstat is *st) carries a publish record matching f's
- * digest and size and st's mtime. */
+ * name, digest and size and st's mtime. */
 bool sstf__record_verified_matches(int fd, const struct stat *st,
                                    const struct sstf__file *f);
+/*
+ * Reads fd's publish record as a checkpoint at the file's end (offset ==
+ * size; no hash state): 0, -ENODATA when there is none, -ESTALE when the
+ * file's size or mtime no longer match it.
+ */
+int sstf__record_verified_get(int fd, struct sstf__partial *out);
 /* Writes a checkpoint of f at `offset` with hash state `state` onto fd. */
 int sstf__record_partial_set(int fd, const struct sstf__file *f, uint64_t offset,
                              const XXH3_state_t *state);
@@ -370,7 +376,8 @@ int sstf__record_partial_set(int fd, const struct sstf__file *f, uint64_t offset
  */
 int sstf__record_partial_get(int fd, struct sstf__partial *out);
 /* True when checkpoint p belongs to f (name, size, digest) and its offset
- * can be resumed: within the file, and 4096-aligned when `direct`. */
+ * can be resumed: within the file (its end for a whole verified file), and
+ * 4096-aligned when `direct`. */
 bool sstf__partial_fits(const struct sstf__partial *p, const struct sstf__file *f,
                         uint64_t name_hash, bool direct);
 
@@ -402,6 +409,7 @@ enum sstf__xfer_phase {
 struct sstf__xfer {
 	struct sstf__hasher hasher; /* first: 64-byte aligned */
 	XXH3_state_t ckpt_state;    /* hash state at ckpt_off */
+	XXH3_state_t sync_state;    /* hash state at sync_off */
 	struct sstf_engine *engine;
 	struct sstf__slot *slot;
 	CURL *easy;
@@ -424,6 +432,8 @@ struct sstf__xfer {
 	char tmp[SSTF__TMP_NAME_MAX]; /* its name in the staging directory */
 	bool skipped;  /* already in place and verified */
 	bool refetched; /* a digest mismatch started it over once */
+	bool preverified; /* an adopted whole file its publish record vouches
+	                     for: verify checks its length only */
 	uint64_t resumed_from;
 	uint64_t checked;   /* CHECK: bytes hashed so far */
 	uint64_t check_len; /* CHECK: bytes to hash */
@@ -433,7 +443,8 @@ struct sstf__xfer {
 	uint64_t ckpt_next; /* checkpoint when queued reaches this; 0: never */
 	uint64_t ckpt_off;  /* the pending checkpoint's offset; 0: none */
 	uint32_t ckpt_wait; /* writes below ckpt_off still in flight */
-	bool ckpt_syncing;  /* its fsync is in flight */
+	uint64_t sync_off;  /* the checkpoint whose fdatasync is in flight */
+	bool ckpt_syncing;  /* that fdatasync is in flight */
 	bool ckpt_recorded; /* a checkpoint record is on the file */
 	int cur_buf;  /* buffer being filled, -1 if none */
 	uint32_t cur_len;

@@ -3,12 +3,16 @@
  *
  * Two records, both only ever read back by this engine on this machine:
  *
- *   - The publish record (SSTF__XATTR_VERIFIED), set on a file just before
- *     it is renamed to its final name: digest kind and bytes, size, and the
- *     file's mtime. A later generation trusts a file in place that carries
+ *   - The publish record (SSTF__XATTR_VERIFIED), set on a temporary file
+ *     once it is verified and (with fsync on) its data is durable, just
+ *     before it is renamed to its final name: the name's hash, digest kind
+ *     and bytes, size, and the file's mtime. A later generation trusts a file in place that carries
  *     a record matching what it wants to fetch and the file's current size
  *     and mtime: a write to the file changes its mtime, so the record no
- *     longer matches and the file is re-hashed instead. Nothing protects
+ *     longer matches and the file is re-hashed instead. A writer killed
+ *     between the record and the rename leaves a whole verified temporary:
+ *     the sweep adopts it like a partial at its end, and the next run only
+ *     publishes it. Nothing protects
  *     against someone who rewrites a file and forges its mtime back; the
  *     strict mode (SSTF_EXISTING_REHASH) is there for that.
  *
@@ -40,6 +44,7 @@ struct verified_rec {
 	uint8_t kind;
 	uint8_t digest_len;
 	uint8_t pad[2];
+	uint64_t name_hash;
 	uint64_t size;
 	int64_t mtime_sec;
 	int64_t mtime_nsec;
@@ -76,6 +81,7 @@ int sstf__record_verified_set(int fd, const struct sstf__file *f)
 	r.magic = VERIFIED_MAGIC;
 	r.kind = f->kind;
 	r.digest_len = f->digest.len;
+	r.name_hash = sstf__name_hash(f->name);
 	r.size = f->size;
 	r.mtime_sec = (int64_t)st.st_mtim.tv_sec;
 	r.mtime_nsec = (int64_t)st.st_mtim.tv_nsec;
@@ -94,8 +100,33 @@ bool sstf__record_verified_matches(int fd, const struct stat *st,
 		return false;
 	return r.kind == f->kind && r.digest_len == f->digest.len &&
 	       memcmp(r.digest, f->digest.bytes, f->digest.len) == 0 && r.size == f->size &&
+	       r.name_hash == sstf__name_hash(f->name) &&
 	       (uint64_t)st->st_size == f->size && r.mtime_sec == (int64_t)st->st_mtim.tv_sec &&
 	       r.mtime_nsec == (int64_t)st->st_mtim.tv_nsec;
+}
+
+int sstf__record_verified_get(int fd, struct sstf__partial *out)
+{
+	struct verified_rec r;
+	struct stat st;
+	ssize_t n = fgetxattr(fd, SSTF__XATTR_VERIFIED, &r, sizeof(r));
+	if (n < 0)
+		return -errno;
+	if (n != (ssize_t)sizeof(r) || r.magic != VERIFIED_MAGIC ||
+	    r.digest_len > SSTF__DIGEST_MAX)
+		return -EBADMSG;
+	/* The record vouches for these bytes only as they were. */
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != r.size ||
+	    r.mtime_sec != (int64_t)st.st_mtim.tv_sec || r.mtime_nsec != (int64_t)st.st_mtim.tv_nsec)
+		return -ESTALE;
+	memset(out, 0, sizeof(*out));
+	out->name_hash = r.name_hash;
+	out->size = r.size;
+	out->offset = r.size;
+	out->kind = r.kind;
+	out->digest.len = r.digest_len;
+	memcpy(out->digest.bytes, r.digest, sizeof(out->digest.bytes));
+	return 0;
 }
 
 int sstf__record_partial_set(int fd, const struct sstf__file *f, uint64_t offset,
@@ -147,7 +178,8 @@ bool sstf__partial_fits(const struct sstf__partial *p, const struct sstf__file *
 	    p->digest.len != f->digest.len ||
 	    memcmp(p->digest.bytes, f->digest.bytes, f->digest.len) != 0)
 		return false;
-	if (p->offset == 0 || p->offset >= f->size)
+	if (p->offset == 0 || p->offset > f->size)
 		return false;
-	return !direct || p->offset % 4096 == 0;
+	/* A whole file (a publish record) needs no alignment to go on. */
+	return !direct || p->offset == f->size || p->offset % 4096 == 0;
 }

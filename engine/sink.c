@@ -333,7 +333,7 @@ void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
 	x->fd = x->pdirfd = x->srcfd = x->chkfd = -1;
 	x->direct = x->curl_attached = x->source_done = false;
 	x->paused = x->reading = x->renamed = x->retry_wait = false;
-	x->skipped = x->refetched = false;
+	x->skipped = x->refetched = x->preverified = false;
 	x->retries = 0;
 	x->cur_buf = -1;
 	x->cur_len = 0;
@@ -410,9 +410,17 @@ static void discard_partial(struct sstf__xfer *x)
 static bool resume_partial(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	const struct sstf__file *f = x->file;
+	uint64_t name_hash = sstf__name_hash(f->name);
 	struct sstf__partial p;
+	/* A whole verified file, killed before its rename: publish it. */
+	if (e->cfg.existing == SSTF_EXISTING_TRUST && sstf__record_verified_get(x->fd, &p) == 0 &&
+	    sstf__partial_fits(&p, f, name_hash, x->direct) && p.offset == f->size) {
+		x->preverified = true;
+		resume_at(x, f->size);
+		return false;
+	}
 	if (sstf__record_partial_get(x->fd, &p) != 0 ||
-	    !sstf__partial_fits(&p, f, sstf__name_hash(f->name), x->direct) ||
+	    !sstf__partial_fits(&p, f, name_hash, x->direct) || p.offset == f->size ||
 	    ftruncate(x->fd, (off_t)p.offset) != 0) {
 		discard_partial(x);
 		return false;
@@ -466,9 +474,9 @@ static int start_source(struct sstf_engine *e, struct sstf__xfer *x)
 static void start_fetch(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	x->phase = SSTF__X_FETCH;
-	x->source_done = false;
+	x->source_done = x->preverified; /* nothing left to fetch */
 	x->ckpt_next = first_checkpoint(e, x);
-	if (!x->err) {
+	if (!x->err && !x->preverified) {
 		int ret = start_source(e, x);
 		if (ret < 0)
 			fail(x, ret, NULL);
@@ -541,6 +549,10 @@ void sstf__xfer_commit(struct sstf_engine *e, struct sstf__xfer *x, int idx,
 		x->ckpt_off = x->queued;
 		XXH3_copyState(&x->ckpt_state, &x->hasher.state);
 		x->ckpt_wait = x->writes;
+		/* The next one may be taken while this one syncs: a sync
+		 * slower than writing checkpoint_bytes does not stretch the
+		 * distance between two. */
+		x->ckpt_next = x->queued + e->cfg.checkpoint_bytes;
 	}
 }
 
@@ -677,13 +689,26 @@ void sstf__xfer_abort(struct sstf_engine *e, struct sstf__xfer *x, int err)
 	sstf__xfer_step(e, x);
 }
 
-/* Every write below the pending checkpoint is done: make them durable. */
+/*
+ * Moves the pending checkpoint on once every write below it has completed:
+ * its bytes are made durable (one sync in flight per file), and the next
+ * checkpoint may be taken meanwhile.
+ */
 static void checkpoint_sync(struct sstf_engine *e, struct sstf__xfer *x)
 {
+	if (!x->ckpt_off || x->ckpt_wait || x->ckpt_syncing)
+		return;
+	if (x->err) {
+		x->ckpt_off = 0;
+		return;
+	}
+	x->sync_off = x->ckpt_off;
+	XXH3_copyState(&x->sync_state, &x->ckpt_state);
+	x->ckpt_off = 0;
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-	/* fsync, not fdatasync: it also makes the previous checkpoint's
-	 * record durable, which fdatasync need not. */
-	io_uring_prep_fsync(sqe, x->fd, 0);
+	/* fdatasync: the record must follow its bytes, not be durable
+	 * itself. One lost in a crash leaves an older one, just as true. */
+	io_uring_prep_fsync(sqe, x->fd, IORING_FSYNC_DATASYNC);
 	sstf__ring_tag(sqe, x->slot, SSTF__OP_CKPT, 0);
 	x->ckpt_syncing = true;
 }
@@ -692,19 +717,19 @@ static void on_checkpoint_synced(struct sstf_engine *e, struct sstf__xfer *x, in
 {
 	x->ckpt_syncing = false;
 	if (res < 0) {
-		fail(x, res, "fsync of a checkpoint failed");
+		fail(x, res, "fdatasync of a checkpoint failed");
 	} else if (!x->err) {
-		/* The bytes below ckpt_off are durable: only now may a record
+		/* The bytes below sync_off are durable: only now may a record
 		 * claim them. */
-		int r = sstf__record_partial_set(x->fd, x->file, x->ckpt_off, &x->ckpt_state);
+		int r = sstf__record_partial_set(x->fd, x->file, x->sync_off, &x->sync_state);
 		if (r == 0) {
 			x->ckpt_recorded = true;
-			x->ckpt_next = x->ckpt_off + e->cfg.checkpoint_bytes;
 		} else {
-			x->ckpt_next = 0; /* no user xattrs here: no resume */
+			/* No user xattrs here: no resume, no more syncs. */
+			x->ckpt_next = x->ckpt_off = 0;
 		}
 	}
-	x->ckpt_off = 0;
+	checkpoint_sync(e, x);
 }
 
 void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
@@ -734,12 +759,9 @@ void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
 			                          memory_order_relaxed);
 			sstf__engine_progress(e, x->gen);
 		}
-		if (x->ckpt_off && !x->ckpt_syncing && off < x->ckpt_off &&
-		    --x->ckpt_wait == 0) {
-			if (x->err)
-				x->ckpt_off = 0;
-			else
-				checkpoint_sync(e, x);
+		if (x->ckpt_off && off < x->ckpt_off) {
+			x->ckpt_wait--;
+			checkpoint_sync(e, x);
 		}
 		break;
 	}
@@ -804,7 +826,7 @@ static int verify(struct sstf__xfer *x)
 		     x->received, x->file->size);
 		return x->err;
 	}
-	if (x->file->kind != SSTF_DIGEST_NONE) {
+	if (x->file->kind != SSTF_DIGEST_NONE && !x->preverified) {
 		struct sstf__digest got;
 		sstf__hasher_final(&x->hasher, &got);
 		if (!sstf__digest_equal(&got, &x->file->digest)) {
@@ -859,6 +881,18 @@ static bool refetch(struct sstf_engine *e, struct sstf__xfer *x)
 	return true;
 }
 
+/*
+ * The publish record, once the bytes are verified and (fsync on) durable,
+ * so that it never vouches for bytes a crash could lose; the file must no
+ * longer look partial. Best effort: without xattrs the next run re-hashes.
+ */
+static void vouch(struct sstf__xfer *x)
+{
+	if (x->ckpt_recorded)
+		(void)fremovexattr(x->fd, SSTF__XATTR_PARTIAL);
+	(void)sstf__record_verified_set(x->fd, x->file);
+}
+
 static void submit_rename(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
@@ -894,21 +928,19 @@ void sstf__xfer_step(struct sstf_engine *e, struct sstf__xfer *x)
 			finish(e, x, x->err);
 			return;
 		}
-		/* Vouch for it in later runs; then it must not look partial. */
-		if (x->ckpt_recorded)
-			(void)fremovexattr(x->fd, SSTF__XATTR_PARTIAL);
-		(void)sstf__record_verified_set(x->fd, x->file);
 		if (sync) {
 			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 			io_uring_prep_fsync(sqe, x->fd, IORING_FSYNC_DATASYNC);
 			sstf__ring_tag(sqe, x->slot, SSTF__OP_FSYNC, 0);
 			x->phase = SSTF__X_SYNC;
 		} else {
+			vouch(x);
 			submit_rename(e, x);
 		}
 		return;
 	}
 	case SSTF__X_SYNC:
+		vouch(x);
 		submit_rename(e, x);
 		return;
 	case SSTF__X_RENAME:

@@ -231,8 +231,8 @@ struct sstf_config {
 	enum sstf_switch resume;      /* DEFAULT/ON: a file at least twice
 	                                 checkpoint_bytes long records a
 	                                 checkpoint every checkpoint_bytes: its
-	                                 temporary file is synced (fsync) up to
-	                                 an offset, then the offset and the
+	                                 temporary file is synced (fdatasync) up
+	                                 to an offset, then the offset and the
 	                                 hash state there are written to its
 	                                 extended attribute
 	                                 "user.sstfetch.partial". After a crash
