@@ -395,6 +395,68 @@ Test(dest, strict_mode_refetches_a_partial_whose_prefix_does_not_match,
 	resume_case(true, SSTF_EXISTING_REHASH);
 }
 
+/*
+ * A writer killed between its publish record and its rename leaves a whole
+ * verified temporary. The next run publishes it without fetching a byte;
+ * in strict mode, where records are not trusted, it fetches it.
+ */
+static void whole_temporary_case(enum sstf_existing existing)
+{
+	size_t i = NF - 1;
+	char *stage = ds_strfmt("%s/.sstf", dest);
+	cr_assert_eq(ds_mkdirs(stage), 0);
+	put(stage, "00000000deadbeef.lock", "");
+	char *tmp = ds_strfmt("%s/00000000deadbeef-3.tmp", stage);
+	char *cmd = ds_strfmt("cp '%s' '%s'", ds.files[i].path, tmp);
+	cr_assert_eq(system(cmd), 0);
+	int fd = open(tmp, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	struct sstf__file f = {.name = ds.files[i].name, .size = ds.files[i].size,
+	                       .kind = SSTF_DIGEST_XXH3};
+	cr_assert_eq(sstf__digest_parse(SSTF_DIGEST_XXH3, ds.files[i].xxh3, &f.digest), 0);
+	int r = sstf__record_verified_set(fd, &f);
+	if (r == -ENOTSUP || r == -EOPNOTSUPP)
+		cr_skip_test("no user xattrs on %s", stage);
+	cr_assert_eq(r, 0, "record: %s", strerror(-r));
+	close(fd);
+
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.existing = existing;
+	sstf_engine *eng = engine_new(&cfg);
+	struct sstf_file *files = batch_named(NULL);
+	struct rec rc;
+	rec_init(&rc);
+	cr_expect_eq(wait_gen(eng, submit(eng, dest, &files[i], 1, &rc)), 0, "%s", rc.detail[0]);
+	expect_same(dest, NULL, i);
+	expect_no_temps(dest);
+	if (existing == SSTF_EXISTING_TRUST) {
+		cr_expect_eq(rc.bytes[0], 0, "%" PRIu64 " bytes fetched for a whole file",
+		             rc.bytes[0]);
+		cr_expect_eq(rc.resumed_from[0], ds.files[i].size);
+	} else {
+		cr_expect_eq(rc.bytes[0], ds.files[i].size);
+		cr_expect_eq(rc.resumed_from[0], 0);
+	}
+	engine_free_checked(eng);
+	ds_batch_free(files, NF, 1);
+	free(cmd);
+	free(tmp);
+	free(stage);
+}
+
+Test(dest, whole_verified_temporary_of_a_dead_writer_is_published_as_is,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	whole_temporary_case(SSTF_EXISTING_TRUST);
+}
+
+Test(dest, strict_mode_fetches_a_whole_temporary_again, .init = fixture_init,
+     .fini = fixture_fini)
+{
+	whole_temporary_case(SSTF_EXISTING_REHASH);
+}
+
 Test(dest, partial_of_another_file_is_not_resumed, .init = fixture_init, .fini = fixture_fini)
 {
 	/* The checkpoint is file 15's; file 14 has another name, size and
