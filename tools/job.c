@@ -460,13 +460,15 @@ struct loop_ctx {
 };
 
 /* Bytes the (ended) generation fetched, wrote and hashed; adds what it
- * found already on disk to the report. */
-static uint64_t gen_bytes(struct loop_ctx *c, uint64_t gen)
+ * found already on disk to the report, and stores it in *present. */
+static uint64_t gen_bytes(struct loop_ctx *c, uint64_t gen, uint64_t *present)
 {
 	struct sstf_progress p;
+	*present = 0;
 	if (sstf_progress(c->engine, gen, &p) != 0)
 		return 0;
 	c->rep->present_bytes += p.bytes_present;
+	*present = p.bytes_present;
 	return p.bytes_done;
 }
 
@@ -493,7 +495,8 @@ static void draw(struct loop_ctx *c, uint64_t gen)
 	uint64_t open = p.files_total - p.files_done - p.files_failed;
 	if (open > c->job->o.parallel)
 		open = c->job->o.parallel;
-	status_draw(c->st, p.bytes_done, open);
+	/* Bytes already in place (skipped, resumed) are done too. */
+	status_draw(c->st, p.bytes_done + p.bytes_present, open);
 }
 
 /*
@@ -531,13 +534,14 @@ static int run_loop(struct loop_ctx *c)
 			 * once nothing of the generation is left, start over
 			 * with the whole set. */
 			rc = sstf_wait(c->engine, gen, -1);
-			uint64_t b = gen_bytes(c, gen);
+			uint64_t present;
+			uint64_t b = gen_bytes(c, gen, &present);
 			c->rep->io_bytes += b;
 			if (rc != -ECANCELED) {
 				/* The engine ends a generation cancelled once a
 				 * cancel was started; anything else is its own
 				 * result, reported as is. */
-				c->st->bytes_done += b;
+				c->st->bytes_done += b + present;
 				return rc;
 			}
 			rc = submit(c, 0, &gen);
@@ -547,9 +551,10 @@ static int run_loop(struct loop_ctx *c)
 		}
 		if (ev & EV_ENDED) {
 			rc = sstf_wait(c->engine, gen, -1);
-			uint64_t b = gen_bytes(c, gen);
+			uint64_t present;
+			uint64_t b = gen_bytes(c, gen, &present);
 			c->rep->io_bytes += b;
-			c->st->bytes_done += b;
+			c->st->bytes_done += b + present;
 			return rc;
 		}
 		if (now_s() >= next_draw) {
