@@ -11,39 +11,31 @@
  * read window, syntax errors with their line, column and byte, duplicate
  * top-level keys, the 64 KiB entry cap and every entry check's message.
  *
- * Every run's stdout and stderr go to files in the test's temp dir; a
- * sanitizer report in the tool's stderr fails the test whatever the exit
- * status. Nothing here measures time: the only clock is a hang guard.
+ * The tool runs through support/tool.h, which captures its stdout and
+ * stderr; a sanitizer report in the tool's stderr fails the test whatever
+ * the exit status. Nothing here measures time: the only clock is a hang
+ * guard.
  */
 #include <criterion/criterion.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "support/dataset.h"
 #include "support/origin.h"
+#include "support/tool.h"
 
 #define NFILES 64
 #define FILESIZE_TEXT "256k"
 #define FILESIZE (256 * 1024)
-#define RUN_GUARD_S 600 /* hang guard for one run of the tool */
-#define MAX_ARGS 32
-#define MAX_STRS 512
-#define MAX_JSON 8
 
 /* fio's clat percentile list, as the JSON report keys it, in order. */
 static const char *const pct_keys[] = {
@@ -78,256 +70,25 @@ enum {
 static char *work;          /* this test's temp dir */
 static char *set_dir;       /* work/set: the dataset, when the test made one */
 static struct origin *org;  /* nginx serving set_dir, when started */
-static char *strs[MAX_STRS]; /* heap strings freed by fini */
-static size_t nstrs;
-static json_t *jsons[MAX_JSON]; /* parsed reports freed by fini */
-static size_t njsons;
-static unsigned nruns;
 
 static void fixture_init(void)
 {
-	cr_assert_eq(ds_mkdtemp("cli", &work), 0);
+	work = tool_setup("cli");
 }
 
 static void fixture_fini(void)
 {
+	/* The tools first: none may still be talking to nginx. */
+	tool_teardown();
+	work = set_dir = NULL;
 	origin_stop(org);
 	org = NULL;
-	if (work)
-		ds_rmtree(work);
-	free(work);
-	work = set_dir = NULL;
-	for (size_t i = 0; i < nstrs; i++)
-		free(strs[i]);
-	nstrs = 0;
-	for (size_t i = 0; i < njsons; i++)
-		json_decref(jsons[i]);
-	njsons = 0;
 }
 
 TestSuite(cli, .init = fixture_init, .fini = fixture_fini);
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
-
-static char *keep(char *s)
-{
-	cr_assert_not_null(s, "out of memory");
-	cr_assert_lt(nstrs, MAX_STRS);
-	strs[nstrs++] = s;
-	return s;
-}
-
-/* A printf'd string that lives until the end of the test. */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s = NULL;
-	va_start(ap, f);
-	int n = vasprintf(&s, f, ap);
-	va_end(ap);
-	return keep(n < 0 ? NULL : s);
-}
-
-/* The whole file, NUL-terminated, living until the end of the test. */
-static char *slurp(const char *path, size_t *lenp)
-{
-	FILE *f = fopen(path, "rb");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	for (;;) {
-		if (cap - len < 4096) {
-			cap = cap ? 2 * cap : 8192;
-			char *nb = realloc(buf, cap);
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				cr_assert_fail("out of memory");
-			}
-			buf = nb;
-		}
-		size_t n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-		if (n == 0)
-			break;
-	}
-	int err = ferror(f);
-	fclose(f);
-	buf[len] = '\0';
-	keep(buf);
-	cr_assert_eq(err, 0, "%s: read error", path);
-	if (lenp)
-		*lenp = len;
-	return buf;
-}
-
-struct run {
-	int code;   /* exit status, or 128 + signal */
-	char *out;  /* stdout */
-	char *err;  /* stderr */
-	char *cmd;  /* the arguments, space-joined, for messages only */
-};
-
-/*
- * Runs $SSTFETCH with args (NULL-terminated, without argv[0]), stdin from
- * /dev/null and stdout and stderr to files, and waits for it. Fails the test
- * when the tool reports a sanitizer error, or when it is still running after
- * RUN_GUARD_S (then it is killed).
- */
-static void run_tool(struct run *r, const char *const *args)
-{
-	const char *tool = getenv("SSTFETCH");
-	cr_assert(tool && *tool, "SSTFETCH is not set; run the test through "
-	                         "meson test, or set it to build/tools/sstfetch");
-
-	char *argv[MAX_ARGS + 2];
-	size_t argc = 0;
-	argv[argc++] = (char *)tool;
-	size_t cmdlen = strlen("sstfetch") + 1;
-	for (const char *const *a = args; *a; a++) {
-		cr_assert_lt(argc, MAX_ARGS + 1);
-		argv[argc++] = (char *)*a;
-		cmdlen += strlen(*a) + 1;
-	}
-	argv[argc] = NULL;
-	char *cmd = keep(malloc(cmdlen));
-	strcpy(cmd, "sstfetch");
-	for (size_t i = 1; i < argc; i++) {
-		strcat(cmd, " ");
-		strcat(cmd, argv[i]);
-	}
-
-	unsigned id = nruns++;
-	char *outp = fmt("%s/run%u.out", work, id);
-	char *errp = fmt("%s/run%u.err", work, id);
-	int ofd = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int efd = open(errp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int nfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	cr_assert(ofd >= 0 && efd >= 0 && nfd >= 0, "open: %s", strerror(errno));
-
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* Only async-signal-safe calls until exec. The tool dies with
-		 * the test worker, so a crashed test leaks no process. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (dup2(nfd, 0) < 0 || dup2(ofd, 1) < 0 || dup2(efd, 2) < 0)
-			_exit(127);
-		execv(tool, argv);
-		_exit(127);
-	}
-	int fork_err = errno;
-	close(ofd);
-	close(efd);
-	close(nfd);
-	cr_assert_gt(pid, 0, "fork: %s", strerror(fork_err));
-
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	int st = 0, hung = 0;
-	for (;;) {
-		pid_t w = waitpid(pid, &st, WNOHANG);
-		if (w == pid)
-			break;
-		if (w < 0 && errno != EINTR) {
-			int e = errno;
-			kill(pid, SIGKILL);
-			cr_assert_fail("waitpid: %s", strerror(e));
-		}
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - t0.tv_sec > RUN_GUARD_S) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			hung = 1;
-			break;
-		}
-		struct timespec nap = {0, 2 * 1000 * 1000};
-		nanosleep(&nap, NULL);
-	}
-
-	r->code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	r->out = slurp(outp, NULL);
-	r->err = slurp(errp, NULL);
-	r->cmd = cmd;
-	cr_assert(!hung, "%s: still running after %d s, killed; stderr:\n%s",
-	          cmd, RUN_GUARD_S, r->err);
-	cr_assert(!strstr(r->err, "Sanitizer") && !strstr(r->err, "runtime error:"),
-	          "%s: sanitizer report:\n%s", cmd, r->err);
-}
-
-#define RUN(r, ...)                                          \
-	do {                                                     \
-		const char *const args_[] = {__VA_ARGS__, NULL};     \
-		run_tool((r), args_);                                \
-	} while (0)
-
-static void expect_exit(const struct run *r, int code)
-{
-	cr_assert_eq(r->code, code, "%s: exit %d, expected %d; stderr:\n%s\nstdout:\n%s",
-	             r->cmd, r->code, code, r->err, r->out);
-}
-
-static json_t *parse_json(const char *text, const char *what)
-{
-	json_error_t e;
-	json_t *root = json_loads(text, 0, &e);
-	cr_assert_not_null(root, "%s: not JSON (line %d: %s):\n%s", what, e.line,
-	                   e.text, text);
-	cr_assert_lt(njsons, MAX_JSON);
-	jsons[njsons++] = root;
-	cr_assert(json_is_object(root), "%s: not a JSON object", what);
-	return root;
-}
-
-static json_t *jget(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-	cr_assert_not_null(v, "JSON: no \"%s\"", key);
-	return v;
-}
-
-static json_t *jobj(json_t *o, const char *key)
-{
-	json_t *v = jget(o, key);
-	cr_assert(json_is_object(v), "JSON: \"%s\" is not an object", key);
-	return v;
-}
-
-static json_int_t jint(json_t *o, const char *key)
-{
-	json_t *v = jget(o, key);
-	cr_assert(json_is_integer(v), "JSON: \"%s\" is not an integer", key);
-	return json_integer_value(v);
-}
-
-static double jnum(json_t *o, const char *key)
-{
-	json_t *v = jget(o, key);
-	cr_assert(json_is_number(v), "JSON: \"%s\" is not a number", key);
-	return json_number_value(v);
-}
-
-static const char *jstr(json_t *o, const char *key)
-{
-	json_t *v = jget(o, key);
-	cr_assert(json_is_string(v), "JSON: \"%s\" is not a string", key);
-	return json_string_value(v);
-}
-
-/* jobs[] of a report, with n entries. */
-static json_t *report_jobs(json_t *root, size_t n)
-{
-	json_t *jobs = jget(root, "jobs");
-	cr_assert(json_is_array(jobs), "JSON: \"jobs\" is not an array");
-	cr_assert_eq(json_array_size(jobs), n, "JSON: %zu jobs, expected %zu",
-	             json_array_size(jobs), n);
-	return jobs;
-}
 
 /* The "job options" value of a job, as the JSON report writes it. */
 static const char *job_opt(json_t *job, const char *key)
@@ -379,43 +140,6 @@ static void check_lat(json_t *lat, const char *what, json_int_t n)
 	cr_assert(min <= p50 && p50 <= max, "%s: p50 outside [min, max]", what);
 }
 
-/* Path of dataset file number i (1-based, as --gen-dataset names them). */
-static char *set_file(const char *dir, size_t i)
-{
-	return fmt("%s/%06zu.sst", dir, i);
-}
-
-/*
- * Makes a dataset with the tool in dir and returns its byte count, summed
- * from the files themselves; the manifest must list n entries and the same
- * total.
- */
-static uint64_t gen_dataset(const char *dir, size_t n, const char *filesize,
-                            unsigned long long seed)
-{
-	struct run r;
-	RUN(&r, fmt("--gen-dataset=%s", dir), fmt("--nrfiles=%zu", n),
-	    fmt("--filesize=%s", filesize), fmt("--seed=%llu", seed));
-	expect_exit(&r, 0);
-
-	uint64_t total = 0;
-	for (size_t i = 1; i <= n; i++) {
-		struct stat sb;
-		const char *p = set_file(dir, i);
-		cr_assert_eq(stat(p, &sb), 0, "%s: %s", p, strerror(errno));
-		total += (uint64_t)sb.st_size;
-	}
-	json_t *m = parse_json(slurp(fmt("%s/manifest.json", dir), NULL),
-	                       "manifest.json");
-	json_t *files = jget(m, "files");
-	cr_assert(json_is_array(files));
-	cr_assert_eq(json_array_size(files), n);
-	cr_assert_eq((uint64_t)jint(m, "file_total_size"), total,
-	             "manifest total %" JSON_INTEGER_FORMAT ", files hold %" PRIu64,
-	             jint(m, "file_total_size"), total);
-	return total;
-}
-
 /* work/set with NFILES x FILESIZE, served by nginx. Returns its bytes. */
 static uint64_t serve_dataset(unsigned long long seed)
 {
@@ -434,48 +158,7 @@ static uint64_t serve_dataset(unsigned long long seed)
  */
 static void check_dest(const char *dest, size_t n, size_t missing)
 {
-	for (size_t i = 1; i <= n; i++) {
-		const char *want = set_file(set_dir, i), *got = set_file(dest, i);
-		if (i == missing) {
-			cr_assert(!ds_exists(got), "%s exists, but its origin file "
-			          "was corrupted", got);
-			continue;
-		}
-		int eq = ds_files_equal(want, got);
-		cr_assert_eq(eq, 1, "%s: %s", got,
-		             eq == 0 ? "differs from the origin's file"
-		                     : strerror(-eq));
-	}
-	DIR *d = opendir(dest);
-	cr_assert_not_null(d, "%s: %s", dest, strerror(errno));
-	size_t count = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			count++;
-	}
-	closedir(d);
-	size_t want = n - (missing ? 1 : 0);
-	cr_assert_eq(count, want, "%s holds %zu entries, expected %zu", dest,
-	             count, want);
-	char first[256] = "";
-	cr_assert_eq(ds_count_temps(dest, first, sizeof(first)), 0,
-	             "temporary left in %s: %s", dest, first);
-}
-
-/* 1 when dir exists and is empty, 0 when it holds something. */
-static int dir_empty(const char *path)
-{
-	DIR *d = opendir(path);
-	cr_assert_not_null(d, "%s: %s", path, strerror(errno));
-	int empty = 1;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			empty = 0;
-	}
-	closedir(d);
-	return empty;
+	expect_dest(set_dir, dest, n, missing);
 }
 
 /* Splits s at sep in place; returns the number of fields. */
