@@ -55,18 +55,27 @@
  * Restart after a crash. When a generation is submitted, the engine sweeps
  * DEST/.sstf/: a TOKEN whose lock file it can lock belongs to a writer that
  * is gone (flock locks die with their process). Its temporary files are
- * removed, except partial files that the new batch can resume (see
- * sstf_config.resume), which the new generation takes over. Files of live
- * writers are never touched.
+ * removed, except those the new batch can use, which the new generation
+ * takes over: a partial file with a checkpoint for the same name, size and
+ * digest continues at that checkpoint (see sstf_config.resume), and a whole
+ * file that carries its publish record (the writer was killed just before
+ * its rename) is published without a fetch. Files of live writers are never
+ * touched. The engine's temporaries of a generation that is cancelled, or
+ * whose files fail, are removed: only a crash leaves anything to resume.
  *
  * Files already in place. Before fetching NAME the engine looks at what is
  * there (see sstf_config.existing). By default a file of the right size is
  * skipped, as already verified, when it carries the record that the engine
  * wrote when it published it (the extended attribute "user.sstfetch.v1":
- * digest kind, digest, size and modification time); without such a record
- * it is re-hashed, reading it with O_DIRECT through the ring, and skipped
- * when the digest matches. Skipped files are reported with result 0 and
- * `skipped` set; nothing is written.
+ * the name's hash, digest kind, digest, size and modification time, written
+ * once the file was verified and, with fsync on, durable); without such a
+ * record it is re-hashed, reading it with O_DIRECT through the ring, and
+ * skipped when the digest matches (it then gets the record). A write to the
+ * file changes its mtime, so the record no longer vouches for it; the
+ * strict mode (SSTF_EXISTING_REHASH) trusts no record. Skipped files are
+ * reported with result 0 and `skipped` set; no data is written. Where the
+ * filesystem has no user extended attributes, nothing is ever trusted on a
+ * record and nothing is resumed: files are re-hashed or fetched.
  *
  * Admission. Before a generation writes a byte, sstf_submit() compares the
  * free space of DEST's filesystem (statvfs f_bavail) with what the batch
