@@ -18,19 +18,7 @@ static void issue_read(struct sstf_engine *e, struct sstf__xfer *x)
 {
 	if (x->reading || x->source_done || x->err)
 		return;
-	int idx = sstf__pool_get(&e->pool);
-	if (idx < 0) {
-		sstf__xfer_wait_buffer(e, x);
-		return;
-	}
-	uint8_t *buf = sstf__pool_buf(&e->pool, idx);
-	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-	if (e->pool.fixed)
-		io_uring_prep_read_fixed(sqe, x->srcfd, buf, (unsigned)e->pool.bs, x->received, idx);
-	else
-		io_uring_prep_read(sqe, x->srcfd, buf, (unsigned)e->pool.bs, x->received);
-	sstf__ring_tag(sqe, x->slot, SSTF__OP_READ, (unsigned)idx);
-	x->reading = true;
+	sstf__xfer_read(e, x, x->srcfd, x->received, SSTF__OP_READ);
 }
 
 int sstf__filesrc_start(struct sstf_engine *e, struct sstf__xfer *x)

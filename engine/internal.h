@@ -496,6 +496,13 @@ void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
 void sstf__xfer_step(struct sstf_engine *e, struct sstf__xfer *x);
 /* Queues x to be resumed when a buffer frees up. */
 void sstf__xfer_wait_buffer(struct sstf_engine *e, struct sstf__xfer *x);
+/*
+ * Reads one buffer's worth of fd at off into a pool buffer for x, tagged
+ * op with the buffer's index, and sets x->reading; when the pool is empty,
+ * queues x to be resumed instead.
+ */
+void sstf__xfer_read(struct sstf_engine *e, struct sstf__xfer *x, int fd, uint64_t off,
+                     enum sstf__op op);
 /* A buffer is free again: continues x's source or re-hash. */
 void sstf__xfer_resume(struct sstf_engine *e, struct sstf__xfer *x);
 /* A re-hash read of the file in place completed into buffer `buf`. */

@@ -221,10 +221,9 @@ static bool look_in_place(struct sstf_engine *e, struct sstf__xfer *x)
 	return true;
 }
 
-static void issue_check_read(struct sstf_engine *e, struct sstf__xfer *x)
+void sstf__xfer_read(struct sstf_engine *e, struct sstf__xfer *x, int fd, uint64_t off,
+                     enum sstf__op op)
 {
-	if (x->reading || x->err)
-		return;
 	int idx = sstf__pool_get(&e->pool);
 	if (idx < 0) {
 		sstf__xfer_wait_buffer(e, x);
@@ -233,11 +232,18 @@ static void issue_check_read(struct sstf_engine *e, struct sstf__xfer *x)
 	uint8_t *buf = sstf__pool_buf(&e->pool, idx);
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 	if (e->pool.fixed)
-		io_uring_prep_read_fixed(sqe, x->chkfd, buf, (unsigned)e->pool.bs, x->checked, idx);
+		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)e->pool.bs, off, idx);
 	else
-		io_uring_prep_read(sqe, x->chkfd, buf, (unsigned)e->pool.bs, x->checked);
-	sstf__ring_tag(sqe, x->slot, SSTF__OP_CHECK_READ, (unsigned)idx);
+		io_uring_prep_read(sqe, fd, buf, (unsigned)e->pool.bs, off);
+	sstf__ring_tag(sqe, x->slot, op, (unsigned)idx);
 	x->reading = true;
+}
+
+static void issue_check_read(struct sstf_engine *e, struct sstf__xfer *x)
+{
+	if (x->reading || x->err)
+		return;
+	sstf__xfer_read(e, x, x->chkfd, x->checked, SSTF__OP_CHECK_READ);
 }
 
 /* The file in place did not verify (or could not be read): fetch anew. */
