@@ -359,7 +359,11 @@ static void make_dataset(const char *datadir, struct dataset *d)
 	free(buf);
 }
 
-/* Counts temporary files (".NAME.sstf-GEN") in dir, then empties it. */
+/*
+ * Counts what the engine left in dir's staging directory (DEST/.sstf, which
+ * a finished generation removes once empty: anything in it, or the
+ * directory itself, is a leftover), then empties dir.
+ */
 static unsigned clean_dest(const char *dir)
 {
 	unsigned tmp = 0;
@@ -370,8 +374,24 @@ static unsigned clean_dest(const char *dir)
 	while ((de = readdir(dp)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (strstr(de->d_name, ".sstf-"))
+		if (strcmp(de->d_name, ".sstf") == 0) {
+			int sfd = openat(dirfd(dp), de->d_name, O_RDONLY | O_DIRECTORY);
+			DIR *sp = sfd >= 0 ? fdopendir(sfd) : NULL;
 			tmp++;
+			for (;;) {
+				struct dirent *se = sp ? readdir(sp) : NULL;
+				if (!se)
+					break;
+				if (strcmp(se->d_name, ".") == 0 || strcmp(se->d_name, "..") == 0)
+					continue;
+				tmp++;
+				unlinkat(dirfd(sp), se->d_name, 0);
+			}
+			if (sp)
+				closedir(sp);
+			unlinkat(dirfd(dp), de->d_name, AT_REMOVEDIR);
+			continue;
+		}
 		unlinkat(dirfd(dp), de->d_name, 0);
 	}
 	closedir(dp);

@@ -127,7 +127,8 @@ for name in "${names[@]}"; do
 		bad=$((bad + 1))
 	fi
 done
-leftover=$(find "$dest" -name '.*.sstf-*' 2>/dev/null | wc -l)
+# The engine keeps its temporaries in DEST/.sstf/ and removes it when done.
+leftover=$(find "$dest" -name '.sstf*' 2>/dev/null | wc -l)
 echo "   $((nfiles - bad)) of $nfiles identical, $leftover temporary files left"
 
 if ((rc == 0 && (bad > 0 || leftover > 0))); then
