@@ -8,7 +8,7 @@
  * (sstf__pool_init, buffers registered with io_uring_register_buffers and
  * written with write_fixed, on a ring set up by sstf__ring_init as the
  * engine's is), then an fdatasync through the ring. The clock runs from the
- * open (O_CREAT|O_TRUNC, as the engine opens a temporary file) to the
+ * open (O_CREAT|O_TRUNC; the engine creates its temporary with O_EXCL) to the
  * fdatasync's completion. The file is then closed and removed.
  *
  * fio runs in the same run, as a child process:

@@ -448,8 +448,11 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 	uint64_t bsize = vfs.f_frsize ? vfs.f_frsize : vfs.f_bsize;
 	uint64_t avail = (uint64_t)vfs.f_bavail * bsize;
 	uint64_t need = 0, held = 0;
-	for (size_t i = 0; i < g->nfiles; i++)
-		need += round_up(g->files[i].size, bsize);
+	for (size_t i = 0; i < g->nfiles; i++) {
+		/* Saturates: a million 16 TiB entries would wrap around. */
+		uint64_t r = round_up(g->files[i].size, bsize);
+		need = need > UINT64_MAX - r ? UINT64_MAX : need + r;
+	}
 	for (size_t k = 0; k < sw->nc; k++)
 		if (sw->c[k].match != SIZE_MAX)
 			held += sw->c[k].offset / bsize * bsize;
