@@ -180,9 +180,7 @@ struct entry {
 /* A dead writer's partial file that the batch may resume. */
 struct cand {
 	char name[SSTF__TMP_NAME_MAX];
-	uint64_t name_hash, size, offset;
-	struct sstf__digest digest;
-	uint8_t kind;
+	struct sstf__partial_key key;
 	size_t match; /* batch index, or SIZE_MAX */
 };
 
@@ -192,8 +190,10 @@ struct sweep {
 	size_t n, cap;
 	struct cand *c;
 	size_t nc;
-	int *dead_fds; /* locks of dead writers we hold */
-	uint64_t *dead_tokens;
+	struct dead {
+		uint64_t token;
+		int lockfd; /* its lock, which we hold */
+	} *dead;
 	size_t ndead;
 };
 
@@ -284,17 +284,13 @@ static bool read_cand(struct sstf__gen *g, const char *name, bool trust, struct 
 	struct sstf__partial p;
 	struct stat st;
 	bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-	          ((sstf__record_partial_get(fd, &p) == 0 && (uint64_t)st.st_size >= p.offset) ||
+	          ((sstf__record_partial_get(fd, &p) == 0 && (uint64_t)st.st_size >= p.key.offset) ||
 	           (trust && sstf__record_verified_get(fd, &p) == 0));
 	close(fd);
 	if (!ok)
 		return false;
 	snprintf(c->name, sizeof(c->name), "%s", name);
-	c->name_hash = p.name_hash;
-	c->size = p.size;
-	c->offset = p.offset;
-	c->digest = p.digest;
-	c->kind = p.kind;
+	c->key = p.key;
 	c->match = SIZE_MAX;
 	return true;
 }
@@ -308,14 +304,7 @@ static void match_cands(struct sweep *sw, struct sstf__gen *g)
 		uint64_t h = sstf__name_hash(f->name);
 		for (size_t k = 0; k < sw->nc; k++) {
 			struct cand *c = &sw->c[k];
-			struct sstf__partial p = {
-				.name_hash = c->name_hash,
-				.size = c->size,
-				.offset = c->offset,
-				.digest = c->digest,
-				.kind = c->kind,
-			};
-			if (c->match == SIZE_MAX && sstf__partial_fits(&p, f, h, false)) {
+			if (c->match == SIZE_MAX && sstf__partial_fits(&c->key, f, h, false)) {
 				c->match = i;
 				left--;
 				break;
@@ -334,7 +323,7 @@ static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume, bool t
 	int ret = list_stage(sw, g);
 	if (ret < 0)
 		return ret;
-	size_t ncap_c = 0, cap_dead = 0, cap_tok = 0;
+	size_t ncap_c = 0, cap_dead = 0;
 	for (size_t i = 0; i < sw->n;) {
 		uint64_t token = sw->v[i].token;
 		size_t j = i;
@@ -343,15 +332,13 @@ static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume, bool t
 		int lockfd;
 		if (writer_gone(g, token, &lockfd)) {
 			if (lockfd >= 0) {
-				if (grow(sw->a, (void **)&sw->dead_fds, &cap_dead, sw->ndead,
-				         sizeof(int)) < 0 ||
-				    grow(sw->a, (void **)&sw->dead_tokens, &cap_tok, sw->ndead,
-				         sizeof(uint64_t)) < 0) {
+				if (grow(sw->a, (void **)&sw->dead, &cap_dead, sw->ndead,
+				         sizeof(*sw->dead)) < 0) {
 					close(lockfd);
 					return -ENOMEM;
 				}
-				sw->dead_fds[sw->ndead] = lockfd;
-				sw->dead_tokens[sw->ndead++] = token;
+				sw->dead[sw->ndead].token = token;
+				sw->dead[sw->ndead++].lockfd = lockfd;
 			}
 			for (size_t k = i; k < j; k++) {
 				if (sw->v[k].is_lock)
@@ -398,15 +385,14 @@ static void sweep_finish(struct sweep *sw, struct sstf__gen *g, bool admitted)
 	for (size_t k = 0; k < sw->ndead; k++) {
 		if (admitted) {
 			char name[SSTF__TMP_NAME_MAX];
-			lock_name(name, sw->dead_tokens[k]);
+			lock_name(name, sw->dead[k].token);
 			unlinkat(g->stagefd, name, 0);
 		}
-		close(sw->dead_fds[k]);
+		close(sw->dead[k].lockfd);
 	}
 	sstf__free(sw->a, sw->v);
 	sstf__free(sw->a, sw->c);
-	sstf__free(sw->a, sw->dead_fds);
-	sstf__free(sw->a, sw->dead_tokens);
+	sstf__free(sw->a, sw->dead);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -455,7 +441,7 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 	}
 	for (size_t k = 0; k < sw->nc; k++)
 		if (sw->c[k].match != SIZE_MAX)
-			held += sw->c[k].offset / bsize * bsize;
+			held += sw->c[k].key.offset / bsize * bsize;
 	need -= held < need ? held : need;
 	uint64_t reserve = cfg->disk_reserve;
 	if (avail >= need && avail - need >= reserve)

@@ -168,7 +168,7 @@ void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
 }
 
 /* A snapshot of g's counters; any thread holding a reference to g. */
-static void sstf__gen_progress(struct sstf__gen *g, struct sstf_progress *p)
+static void gen_progress(struct sstf__gen *g, struct sstf_progress *p)
 {
 	p->bytes_done = atomic_load_explicit(&g->bytes_done, memory_order_relaxed);
 	p->bytes_total = g->bytes_total;
@@ -188,7 +188,7 @@ void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g)
 		return;
 	g->last_progress_ns = now;
 	struct sstf_progress p;
-	sstf__gen_progress(g, &p);
+	gen_progress(g, &p);
 	g->on_progress(g->user, g->id, &p);
 }
 
@@ -830,7 +830,7 @@ int sstf_progress(sstf_engine *e, uint64_t id, struct sstf_progress *out)
 	pthread_mutex_lock(&e->lock);
 	struct sstf__gen *g = find_gen(e, id);
 	if (g)
-		sstf__gen_progress(g, out);
+		gen_progress(g, out);
 	pthread_mutex_unlock(&e->lock);
 	return g ? 0 : -SSTF_ENOSUCHGEN;
 }

@@ -337,14 +337,19 @@ void sstf__dest_release(struct sstf__gen *g);
  * hash state at that offset. */
 #define SSTF__XATTR_PARTIAL "user.sstfetch.partial"
 
-/* A checkpoint as read back from a partial file. */
-struct sstf__partial {
+/* What a checkpoint is of, and where: enough to match it to a file. */
+struct sstf__partial_key {
 	uint64_t name_hash;
 	uint64_t size;
 	uint64_t offset;
 	struct sstf__digest digest;
 	uint8_t kind;
-	XXH3_state_t state; /* the hash state after `offset` bytes; its
+};
+
+/* A checkpoint as read back from a partial file. */
+struct sstf__partial {
+	struct sstf__partial_key key;
+	XXH3_state_t state; /* the hash state after key.offset bytes; its
 	                       extSecret is the writer's pointer, not ours */
 };
 
@@ -378,7 +383,7 @@ int sstf__record_partial_get(int fd, struct sstf__partial *out);
 /* True when checkpoint p belongs to f (name, size, digest) and its offset
  * can be resumed: within the file (its end for a whole verified file), and
  * 4096-aligned when `direct`. */
-bool sstf__partial_fits(const struct sstf__partial *p, const struct sstf__file *f,
+bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__file *f,
                         uint64_t name_hash, bool direct);
 
 /* ------------------------------------------------------------------------ */

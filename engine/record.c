@@ -120,12 +120,12 @@ int sstf__record_verified_get(int fd, struct sstf__partial *out)
 	    r.mtime_sec != (int64_t)st.st_mtim.tv_sec || r.mtime_nsec != (int64_t)st.st_mtim.tv_nsec)
 		return -ESTALE;
 	memset(out, 0, sizeof(*out));
-	out->name_hash = r.name_hash;
-	out->size = r.size;
-	out->offset = r.size;
-	out->kind = r.kind;
-	out->digest.len = r.digest_len;
-	memcpy(out->digest.bytes, r.digest, sizeof(out->digest.bytes));
+	out->key.name_hash = r.name_hash;
+	out->key.size = r.size;
+	out->key.offset = r.size;
+	out->key.kind = r.kind;
+	out->key.digest.len = r.digest_len;
+	memcpy(out->key.digest.bytes, r.digest, sizeof(out->key.digest.bytes));
 	return 0;
 }
 
@@ -161,17 +161,17 @@ int sstf__record_partial_get(int fd, struct sstf__partial *out)
 	    r.check != XXH3_64bits(&r, offsetof(struct partial_rec, check)) ||
 	    r.digest_len > SSTF__DIGEST_MAX || r.offset > r.size)
 		return -EBADMSG;
-	out->name_hash = r.name_hash;
-	out->size = r.size;
-	out->offset = r.offset;
-	out->kind = r.kind;
-	out->digest.len = r.digest_len;
-	memcpy(out->digest.bytes, r.digest, sizeof(out->digest.bytes));
+	out->key.name_hash = r.name_hash;
+	out->key.size = r.size;
+	out->key.offset = r.offset;
+	out->key.kind = r.kind;
+	out->key.digest.len = r.digest_len;
+	memcpy(out->key.digest.bytes, r.digest, sizeof(out->key.digest.bytes));
 	memcpy(&out->state, &r.state, sizeof(out->state));
 	return 0;
 }
 
-bool sstf__partial_fits(const struct sstf__partial *p, const struct sstf__file *f,
+bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__file *f,
                         uint64_t name_hash, bool direct)
 {
 	if (p->name_hash != name_hash || p->size != f->size || p->kind != f->kind ||

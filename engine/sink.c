@@ -420,20 +420,20 @@ static bool resume_partial(struct sstf_engine *e, struct sstf__xfer *x)
 	struct sstf__partial p;
 	/* A whole verified file, killed before its rename: publish it. */
 	if (e->cfg.existing == SSTF_EXISTING_TRUST && sstf__record_verified_get(x->fd, &p) == 0 &&
-	    sstf__partial_fits(&p, f, name_hash, x->direct) && p.offset == f->size) {
+	    sstf__partial_fits(&p.key, f, name_hash, x->direct) && p.key.offset == f->size) {
 		x->preverified = true;
 		resume_at(x, f->size);
 		return false;
 	}
 	if (sstf__record_partial_get(x->fd, &p) != 0 ||
-	    !sstf__partial_fits(&p, f, name_hash, x->direct) || p.offset == f->size ||
-	    ftruncate(x->fd, (off_t)p.offset) != 0) {
+	    !sstf__partial_fits(&p.key, f, name_hash, x->direct) || p.key.offset == f->size ||
+	    ftruncate(x->fd, (off_t)p.key.offset) != 0) {
 		discard_partial(x);
 		return false;
 	}
 	if (e->cfg.existing != SSTF_EXISTING_REHASH) {
 		restore_state(&x->hasher.state, &p.state, &x->hasher.state);
-		resume_at(x, p.offset);
+		resume_at(x, p.key.offset);
 		return false;
 	}
 	int fd = openat(x->gen->stagefd, x->tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -446,7 +446,7 @@ static bool resume_partial(struct sstf_engine *e, struct sstf__xfer *x)
 		(void)fcntl(fd, F_SETFL, fl | O_DIRECT);
 	restore_state(&x->ckpt_state, &p.state, &x->hasher.state);
 	x->chkfd = fd;
-	x->check_len = p.offset;
+	x->check_len = p.key.offset;
 	x->check_prefix = true;
 	x->phase = SSTF__X_CHECK;
 	x->source_done = true;

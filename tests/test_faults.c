@@ -652,8 +652,8 @@ static struct sstf__partial plant_crashed_copy(const char *tmp)
 	struct sstf__partial p;
 	int r = sstf__record_partial_get(dfd, &p);
 	cr_assert_eq(r, 0, "the copied checkpoint does not read back: %s", strerror(-r));
-	cr_assert_geq(off, p.offset, "the copy holds %" PRIu64 " bytes, its checkpoint %" PRIu64,
-	              off, p.offset);
+	cr_assert_geq(off, p.key.offset, "the copy holds %" PRIu64 " bytes, its checkpoint %" PRIu64,
+	              off, p.key.offset);
 	close(dfd);
 	close(sfd);
 	free(copy);
@@ -698,18 +698,18 @@ Test(faults, engine_checkpoint_survives_a_crash_and_is_resumed)
 	wait_checkpoint(a, gen, stall_at / BUF * BUF, tmp, sizeof(tmp), &seen);
 	struct sstf__partial p = plant_crashed_copy(tmp);
 	struct sstf__file f = file_meta(F_BIG);
-	cr_expect(sstf__partial_fits(&p, &f, sstf__name_hash(f.name), true),
+	cr_expect(sstf__partial_fits(&p.key, &f, sstf__name_hash(f.name), true),
 	          "the checkpoint (offset %" PRIu64 ", size %" PRIu64 ") is not this file's, "
 	          "or cannot be resumed with O_DIRECT",
-	          p.offset, p.size);
-	cr_expect_eq(p.offset % BUF, 0, "checkpoint at %" PRIu64 ": not at a buffer's end",
-	             p.offset);
-	cr_expect_geq(p.offset, MIB, "checkpoint at %" PRIu64 ": before checkpoint_bytes",
-	              p.offset);
-	cr_expect_leq(p.offset, stall_at, "checkpoint at %" PRIu64 ": past the %" PRIu64
-	              " bytes served", p.offset, stall_at);
-	cr_expect_geq(p.offset, seen.offset, "checkpoints went back: %" PRIu64 " after %" PRIu64,
-	              p.offset, seen.offset);
+	          p.key.offset, p.key.size);
+	cr_expect_eq(p.key.offset % BUF, 0, "checkpoint at %" PRIu64 ": not at a buffer's end",
+	             p.key.offset);
+	cr_expect_geq(p.key.offset, MIB, "checkpoint at %" PRIu64 ": before checkpoint_bytes",
+	              p.key.offset);
+	cr_expect_leq(p.key.offset, stall_at, "checkpoint at %" PRIu64 ": past the %" PRIu64
+	              " bytes served", p.key.offset, stall_at);
+	cr_expect_geq(p.key.offset, seen.key.offset, "checkpoints went back: %" PRIu64 " after %" PRIu64,
+	              p.key.offset, seen.key.offset);
 
 	/* The running writer goes: its own files with it, the dead one's stay. */
 	char *lock = lock_of(tmp);
@@ -737,10 +737,10 @@ Test(faults, engine_checkpoint_survives_a_crash_and_is_resumed)
 	struct report r;
 	int res = fetch(b, F_BIG, SSTF_DIGEST_XXH3, &r);
 	cr_expect_eq(res, 0, "%s: %s", sstf_strerror(res), r.detail);
-	cr_expect_eq(r.resumed_from, p.offset, "resumed from %" PRIu64 ", checkpoint %" PRIu64,
-	             r.resumed_from, p.offset);
-	cr_expect_eq(r.bytes, sizes[F_BIG] - p.offset, "%" PRIu64 " bytes fetched, %" PRIu64
-	             " missing", r.bytes, sizes[F_BIG] - p.offset);
+	cr_expect_eq(r.resumed_from, p.key.offset, "resumed from %" PRIu64 ", checkpoint %" PRIu64,
+	             r.resumed_from, p.key.offset);
+	cr_expect_eq(r.bytes, sizes[F_BIG] - p.key.offset, "%" PRIu64 " bytes fetched, %" PRIu64
+	             " missing", r.bytes, sizes[F_BIG] - p.key.offset);
 	cr_expect_eq(r.http_status, 206, "status %d", r.http_status);
 	expect_retries(b, &r, 0);
 	cr_expect_eq(requests(F_BIG), 2, "%u requests", requests(F_BIG));
