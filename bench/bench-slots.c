@@ -135,7 +135,7 @@ static double churn_once(struct sstf__slots *t, struct sstf__gen *g, enum churn_
 	case C_CYCLE1:
 		t0 = bu_now_ns();
 		for (; done < ops; done++) {
-			struct sstf__slot *s = sstf__slot_alloc(t, SSTF__SLOT_XFER, g, gen_id);
+			struct sstf__slot *s = sstf__slot_alloc(t, SSTF__SLOT_FILE, g, gen_id);
 			sstf__slot_op_begin(s);
 			uint64_t ud = sstf__tag_op(s->tag, SSTF__OP_WRITE, (unsigned)(done & 7));
 			struct sstf__slot *r = sstf__slot_resolve(t, ud);
@@ -152,7 +152,7 @@ static double churn_once(struct sstf__slots *t, struct sstf__gen *g, enum churn_
 		t0 = bu_now_ns();
 		while (done < ops) {
 			for (uint32_t i = 0; i < nx; i++) {
-				held[i] = sstf__slot_alloc(t, SSTF__SLOT_XFER, g, gen_id);
+				held[i] = sstf__slot_alloc(t, SSTF__SLOT_FILE, g, gen_id);
 				sstf__slot_op_begin(held[i]);
 			}
 			for (uint32_t i = 0; i < nx; i++) {
@@ -171,7 +171,7 @@ static double churn_once(struct sstf__slots *t, struct sstf__gen *g, enum churn_
 		break;
 	case C_RESOLVE:
 		for (uint32_t i = 0; i < nx; i++) {
-			held[i] = sstf__slot_alloc(t, SSTF__SLOT_XFER, g, gen_id);
+			held[i] = sstf__slot_alloc(t, SSTF__SLOT_FILE, g, gen_id);
 			tags[i] = sstf__tag_op(held[i]->tag, SSTF__OP_WRITE, 1);
 		}
 		t0 = bu_now_ns();
@@ -188,13 +188,13 @@ static double churn_once(struct sstf__slots *t, struct sstf__gen *g, enum churn_
 		 * half belong to slots that are free now. */
 		uint32_t half = nx / 2 ? nx / 2 : 1;
 		for (uint32_t i = 0; i < nx; i++) {
-			held[i] = sstf__slot_alloc(t, SSTF__SLOT_XFER, g, gen_id);
+			held[i] = sstf__slot_alloc(t, SSTF__SLOT_FILE, g, gen_id);
 			tags[i] = sstf__tag_op(held[i]->tag, SSTF__OP_WRITE, 1);
 		}
 		for (uint32_t i = 0; i < nx; i++)
 			sstf__slot_set_state(t, held[i], SSTF__SLOT_FREE);
 		for (uint32_t i = 0; i < half && i < nx; i++)
-			held[i] = sstf__slot_alloc(t, SSTF__SLOT_XFER, g, gen_id + 1);
+			held[i] = sstf__slot_alloc(t, SSTF__SLOT_FILE, g, gen_id + 1);
 		uint64_t stale0 = atomic_load(&t->stale);
 		t0 = bu_now_ns();
 		for (; done < ops; done++) {
@@ -219,14 +219,15 @@ static double churn_once(struct sstf__slots *t, struct sstf__gen *g, enum churn_
 static json_t *run_churn(void)
 {
 	uint32_t nx = (uint32_t)opt.table_xfers;
-	/* The engine's table: control slots, one per transfer, and sockets. */
+	/* The engine's table: control slots, one file and one stream slot per
+	 * transfer, and sockets. */
 	uint32_t nsock = 4 * nx + 16 + 16;
 	struct sstf_allocator alloc = {0};
 	struct sstf__slots t;
 	memset(&t, 0, sizeof(t));
-	if (2 + nx + nsock > SSTF__MAX_SLOTS)
+	if (2 + 2 * nx + nsock > SSTF__MAX_SLOTS)
 		die("--table-xfers too large for the tag's slot bits");
-	if (sstf__slots_init(&t, &alloc, SSTF__NCTL, nx, nsock) < 0)
+	if (sstf__slots_init(&t, &alloc, SSTF__NCTL, nx, nx, nsock) < 0)
 		die("sstf__slots_init failed");
 	static struct sstf__gen g; /* a stand-in owner: its in-flight count is kept */
 	struct sstf__slot **held = calloc(nx, sizeof(*held));

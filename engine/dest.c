@@ -300,7 +300,7 @@ static void match_cands(struct sweep *sw, struct sstf__gen *g)
 {
 	size_t left = sw->nc;
 	for (size_t i = 0; i < g->nfiles && left; i++) {
-		struct sstf__file *f = &g->files[i];
+		struct sstf__entry *f = &g->files[i];
 		uint64_t h = sstf__name_hash(f->name);
 		for (size_t k = 0; k < sw->nc; k++) {
 			struct cand *c = &sw->c[k];
@@ -448,7 +448,7 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 		return 0;
 	if (cfg->existing != SSTF_EXISTING_REFETCH) {
 		for (size_t i = 0; i < g->nfiles && need; i++) {
-			const struct sstf__file *f = &g->files[i];
+			const struct sstf__entry *f = &g->files[i];
 			struct stat st;
 			if (fstatat(g->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 			    S_ISREG(st.st_mode) && (uint64_t)st.st_size == f->size) {

@@ -137,10 +137,9 @@ void sstf__engine_gen_check(struct sstf_engine *e, struct sstf__gen *g)
 	end_gen(e, g);
 }
 
-void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
-                            int result)
+void sstf__engine_file_done(struct sstf_engine *e, struct sstf__file *f, int result)
 {
-	struct sstf__gen *g = x->gen;
+	struct sstf__gen *g = f->gen;
 	if (result == 0)
 		atomic_fetch_add_explicit(&g->files_done, 1, memory_order_relaxed);
 	else
@@ -151,18 +150,22 @@ void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
 	if (atomic_load(&g->cancel_requested) || !g->on_file_done)
 		return;
 	uint64_t now = sstf__now_ns();
+	unsigned nurls = sstf__entry_nurls(f->entry);
 	struct sstf_file_result r = {
-		.index = x->file_index,
-		.name = x->file->name,
+		.index = f->index,
+		.name = f->entry->name,
 		.result = result,
-		.http_status = x->http_status,
-		.bytes = x->received - x->resumed_from,
-		.ttfb_ns = x->t_first ? x->t_first - x->t_start : 0,
-		.fetch_ns = now - x->t_start,
-		.retries = x->retries,
-		.detail = result ? x->detail : "",
-		.skipped = x->skipped,
-		.resumed_from = x->resumed_from,
+		.http_status = f->http_status,
+		.bytes = f->received - f->resumed_from,
+		.ttfb_ns = f->t_first ? f->t_first - f->t_start : 0,
+		.fetch_ns = now - f->t_start,
+		.retries = f->retries,
+		.detail = result ? f->detail : "",
+		.skipped = f->skipped,
+		.resumed_from = f->resumed_from,
+		.streams = f->streams_peak,
+		.nmirrors = nurls,
+		.mirror_bytes = f->mirror_bytes,
 	};
 	g->on_file_done(g->user, g->id, &r);
 }
@@ -210,10 +213,10 @@ static void cancel_gen(struct sstf_engine *e, struct sstf__gen *g)
 		return; /* already cancelling or ended */
 	set_state(e, g, SSTF__GEN_CANCELLING);
 	run_list_remove(e, g);
-	for (uint32_t i = 0; i < e->nxfers; i++) {
-		struct sstf__xfer *x = &e->xfers[i];
-		if (x->gen == g && x->phase != SSTF__X_IDLE)
-			sstf__xfer_abort(e, x, -ECANCELED);
+	for (uint32_t i = 0; i < e->nfiles; i++) {
+		struct sstf__file *f = &e->files[i];
+		if (f->gen == g && f->phase != SSTF__X_IDLE)
+			sstf__file_abort(e, f, -ECANCELED);
 	}
 	sstf__engine_gen_check(e, g);
 }
@@ -282,38 +285,72 @@ static void arm_eventfd(struct sstf_engine *e)
 	sstf__ring_tag(sqe, &e->slots.v[SSTF__CTL_EVENTFD], SSTF__OP_EVENTFD, 0);
 }
 
-static void start_pending(struct sstf_engine *e)
+void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f)
 {
-	while (e->run_head) {
-		struct sstf__gen *g = e->run_head;
-		struct sstf__slot *s = sstf__slot_alloc(&e->slots, SSTF__SLOT_XFER, g, g->id);
-		if (!s)
-			return;
-		size_t index = g->next_file++;
-		if (g->next_file == g->nfiles)
-			run_list_remove(e, g);
-		sstf__xfer_start(e, s->xfer, g, index);
+	if (f->on_grow)
+		return;
+	f->on_grow = true;
+	f->grow_next = NULL;
+	if (e->grow_tail)
+		e->grow_tail->grow_next = f;
+	else
+		e->grow_head = f;
+	e->grow_tail = f;
+}
+
+/* Gives free stream slots to files that want more streams, in order. A
+ * file that no longer wants any (ended, failed, fell back to one stream,
+ * no parts left) leaves the list. */
+static void grow_streams(struct sstf_engine *e)
+{
+	while (e->grow_head) {
+		struct sstf__file *f = e->grow_head;
+		bool wants = f->on_grow && f->phase == SSTF__X_FETCH && !f->err && !f->single &&
+		             !f->restart && f->nstreams < f->want_streams &&
+		             f->next_part < f->entry->size;
+		if (wants) {
+			struct sstf__slot *s =
+				sstf__slot_alloc(&e->slots, SSTF__SLOT_STREAM, f->gen, f->gen->id);
+			if (!s)
+				return;
+			sstf__stream_attach(e, s->stream, f, false);
+			if (f->nstreams < f->want_streams && f->next_part < f->entry->size)
+				continue;
+		}
+		e->grow_head = f->grow_next;
+		if (!e->grow_head)
+			e->grow_tail = NULL;
+		f->grow_next = NULL;
+		f->on_grow = false;
 	}
 }
 
-static void resume_paused(struct sstf_engine *e)
+static void start_pending(struct sstf_engine *e)
 {
-	/* Each paused transfer gets one try per turn: one that needs more
-	 * buffers than are free pauses again and waits for the next turn. */
-	struct sstf__xfer *tail = e->pause_tail;
-	while (e->pause_head && e->pool.nfree > 0) {
-		struct sstf__xfer *x = e->pause_head;
-		e->pause_head = x->pause_next;
-		if (e->pause_head)
-			e->pause_head->pause_prev = NULL;
-		else
-			e->pause_tail = NULL;
-		x->pause_next = x->pause_prev = NULL;
-		x->paused = false;
-		sstf__xfer_resume(e, x);
-		if (x == tail)
-			break;
+	grow_streams(e);
+	while (e->run_head) {
+		struct sstf__gen *g = e->run_head;
+		/* A file needs its slot and its first stream's. */
+		if (e->slots.used[SSTF__SLOT_FILE] == e->nfiles ||
+		    e->slots.used[SSTF__SLOT_STREAM] == e->nstreams)
+			return;
+		struct sstf__slot *fs = sstf__slot_alloc(&e->slots, SSTF__SLOT_FILE, g, g->id);
+		struct sstf__slot *ss = sstf__slot_alloc(&e->slots, SSTF__SLOT_STREAM, g, g->id);
+		size_t index = g->next_file++;
+		if (g->next_file == g->nfiles)
+			run_list_remove(e, g);
+		sstf__file_start(e, fs->file, ss->stream, g, index);
+		grow_streams(e);
 	}
+}
+
+/* Every source's run(): timers due, finished attempts. */
+static void run_sources(struct sstf_engine *e)
+{
+	uint64_t now = sstf__now_ns();
+	for (size_t i = 0; sstf__sources[i]; i++)
+		if (sstf__sources[i]->run)
+			sstf__sources[i]->run(e, now);
 }
 
 static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
@@ -325,46 +362,51 @@ static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
 	sstf__slot_op_end(s);
 	switch (s->kind) {
 	case SSTF__SLOT_CTL:
-		if (op == SSTF__OP_EVENTFD) {
+		if (op == SSTF__OP_EVENTFD)
 			arm_eventfd(e); /* the read is pending until ring exit */
-		} else if (op == SSTF__OP_TIMER) {
-			sstf__http_on_timer(e, res);
-		} else if (op == SSTF__OP_TIMER_REMOVE) {
-			e->timer_removing = false;
-		}
+		else
+			sstf__timers_on_cqe(e, op, res);
 		break;
 	case SSTF__SLOT_SOCK:
-		sstf__http_on_cqe(e, s, op, res);
+		s->src->on_slot_cqe(e, s, op, res);
 		if (s->state == SSTF__SLOT_DRAINING && s->inflight == 0)
 			sstf__slot_set_state(&e->slots, s, SSTF__SLOT_FREE);
 		break;
-	case SSTF__SLOT_XFER: {
-		struct sstf__xfer *x = s->xfer;
-		if (op == SSTF__OP_READ)
-			sstf__filesrc_on_read(e, x, sstf__tag_aux(ud), res);
-		else if (op == SSTF__OP_CHECK_READ)
-			sstf__xfer_on_check_read(e, x, sstf__tag_aux(ud), res);
-		else
-			sstf__xfer_on_cqe(e, x, op, sstf__tag_aux(ud), res);
-		/* A generation can only end with its last transfer, whose
-		 * finish() checks it: nothing to check here. */
+	case SSTF__SLOT_FILE:
+		/* A generation can only end with its last file or stream,
+		 * whose release checks it: nothing to check here. */
+		sstf__file_on_cqe(e, s->file, op, sstf__tag_aux(ud), res);
 		break;
-	}
+	case SSTF__SLOT_STREAM:
+		sstf__stream_on_cqe(e, s->stream, op, sstf__tag_aux(ud), res);
+		break;
 	case SSTF__SLOT_KINDS:
 		break;
 	}
 }
 
 /*
- * True when the loop has work it can do now, without a completion: curl
- * ran and may hold a finished transfer, a callback queued a command, or
- * curl's timer is due.
+ * True when the loop has work it can do now, without a completion: a
+ * callback queued a command, a file waits for a slot that is free, a
+ * source has work (its ready(): one that ran may hold a finished attempt,
+ * or its timer is due), or a retry's backoff ended.
  */
 static bool work_ready(struct sstf_engine *e)
 {
-	if (e->curl_ran || e->local_command)
+	if (e->local_command)
 		return true;
-	return e->timer_deadline_ns && e->timer_deadline_ns <= sstf__now_ns();
+	/* A file or stream that ended in the last run of the sources left a
+	 * slot that a waiting file can take now. */
+	bool stream_free = e->slots.used[SSTF__SLOT_STREAM] < e->nstreams;
+	if (e->run_head && stream_free && e->slots.used[SSTF__SLOT_FILE] < e->nfiles)
+		return true;
+	if (e->grow_head && stream_free)
+		return true;
+	for (size_t i = 0; sstf__sources[i]; i++)
+		if (sstf__sources[i]->ready && sstf__sources[i]->ready(e))
+			return true;
+	struct sstf__timers *t = &e->timers;
+	return t->n && t->heap[0]->wake_ns <= sstf__now_ns();
 }
 
 /* Passes of the loop's run phase before completions get their turn. */
@@ -403,25 +445,26 @@ static void *loop_main(void *arg)
 		 * nothing is left that could run without waiting, and only
 		 * then sleep. Each pass may create work for the next (a
 		 * collected transfer frees a slot and runs callbacks that
-		 * submit; starting a transfer arms curl's timer at 0), so
+		 * submit; starting an attempt may arm a source's timer at 0), so
 		 * passes repeat; a cap keeps completions from starving.
 		 */
 		int pass = 0;
 		bool more;
+		uint64_t tokens_at;
 		do {
 			take_commands(e);
 			if (e->stopping && all_ended(e))
 				return NULL;
-			sstf__http_tick(e);
-			sstf__http_collect(e);
-			resume_paused(e);
+			sstf__timers_run(e, sstf__now_ns());
+			run_sources(e);
+			tokens_at = sstf__stream_resume_paused(e);
 			start_pending(e);
-			sstf__http_collect(e);
-			/* Arms the ring timer for what collect scheduled (a
-			 * retry's backoff), or runs curl's timer if due. */
-			sstf__http_tick(e);
+			run_sources(e);
 			more = work_ready(e);
 		} while (more && ++pass < MAX_PASSES);
+		/* For what this turn scheduled: backoffs, the sources' timers, the
+		 * rate limit's next tokens. */
+		sstf__timers_arm(e, tokens_at);
 
 		if (more)
 			io_uring_submit_and_get_events(&e->ring);
@@ -443,14 +486,6 @@ static void *loop_main(void *arg)
 
 /* ------------------------------------------------------------------------ */
 /* Public API */
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-
-static void curl_global(void)
-{
-	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 static bool is_pow2(size_t v)
 {
@@ -510,6 +545,19 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 		c->disk_reserve = SSTF_DEFAULT_DISK_RESERVE;
 	if (!c->checkpoint_bytes)
 		c->checkpoint_bytes = SSTF_DEFAULT_CHECKPOINT_BYTES;
+	if (!c->split)
+		c->split = SSTF_DEFAULT_SPLIT;
+	if (!c->split_min)
+		c->split_min = SSTF_DEFAULT_SPLIT_MIN;
+
+	for (size_t k = 0; k < sizeof(c->reserved) / sizeof(c->reserved[0]); k++)
+		if (c->reserved[k])
+			return bad_config(errbuf, len,
+			                  "reserved[%zu] is not zero: zero the struct (a newer "
+			                  "header than this library?)",
+			                  k);
+	if (c->split > SSTF_MAX_SPLIT)
+		return bad_config(errbuf, len, "split=%u: from 1 to %u", c->split, SSTF_MAX_SPLIT);
 
 	if (c->max_transfers > SSTF_MAX_TRANSFERS)
 		return bad_config(errbuf, len, "max_transfers=%u: at most %u", c->max_transfers,
@@ -582,10 +630,12 @@ int sstf_config_check(const struct sstf_config *config, char *errbuf, size_t err
 
 static void engine_destroy(struct sstf_engine *e)
 {
-	if (e->xfers) {
-		sstf__http_fini(e);
-		sstf__free(&e->alloc, e->xfers);
-	}
+	for (size_t i = 0; sstf__sources[i]; i++)
+		if (sstf__sources[i]->fini && e->src_state[i])
+			sstf__sources[i]->fini(e);
+	sstf__free(&e->alloc, e->files);
+	sstf__free(&e->alloc, e->streams);
+	sstf__timers_fini(&e->timers, &e->alloc);
 	sstf__pool_fini(&e->pool, &e->alloc);
 	sstf__slots_fini(&e->slots, &e->alloc);
 	if (e->efd >= 0)
@@ -615,9 +665,6 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	if (cfg.allocator)
 		a = *cfg.allocator;
 	cfg.allocator = NULL;
-	pthread_once(&curl_once, curl_global);
-	if (curl_init_result != CURLE_OK)
-		return -ENOMEM;
 
 	struct sstf_engine *e = sstf__alloc(&a, sizeof(*e));
 	if (!e)
@@ -636,33 +683,64 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	pthread_cond_init(&e->cond, &ca);
 	pthread_condattr_destroy(&ca);
 
-	e->nxfers = cfg.max_transfers;
-	/* A transfer can hold a few sockets (happy eyeballs, a redirect) and
-	 * curl keeps idle connections around: size the socket slots for it. */
+	/* Files and streams each count against max_transfers: a file takes
+	 * one stream to start, a split file more while they are free. */
+	e->nfiles = e->nstreams = cfg.max_transfers;
+	/* A stream's source may hold a few sockets (happy eyeballs, a
+	 * redirect, idle connections kept for reuse): size the SOCK slots
+	 * for it. */
 	uint32_t nsock = 4 * cfg.max_transfers + cfg.max_host_conns + 16;
-	ret = sstf__slots_init(&e->slots, &a, SSTF__NCTL, e->nxfers, nsock);
+	ret = sstf__slots_init(&e->slots, &a, SSTF__NCTL, e->nfiles, e->nstreams, nsock);
 	if (ret < 0)
 		goto fail;
-	e->xfers = sstf__alloc_aligned(&a, 64, e->nxfers * sizeof(*e->xfers));
-	if (!e->xfers) {
+	e->files = sstf__alloc_aligned(&a, 64, e->nfiles * sizeof(*e->files));
+	e->streams = sstf__alloc(&a, e->nstreams * sizeof(*e->streams));
+	if (!e->files || !e->streams) {
 		ret = -ENOMEM;
 		goto fail;
 	}
-	for (uint32_t i = 0; i < e->nxfers; i++) {
-		struct sstf__xfer *x = &e->xfers[i];
+	for (uint32_t i = 0; i < e->nfiles; i++) {
+		struct sstf__file *f = &e->files[i];
 		struct sstf__slot *s = &e->slots.v[SSTF__NCTL + i];
-		x->engine = e;
-		x->slot = s;
-		x->fd = x->pdirfd = x->srcfd = -1;
-		x->cur_buf = -1;
-		s->xfer = x;
+		f->engine = e;
+		f->slot = s;
+		f->fd = f->pdirfd = f->chkfd = -1;
+		s->file = f;
+	}
+	for (uint32_t i = 0; i < e->nstreams; i++) {
+		struct sstf__stream *st = &e->streams[i];
+		struct sstf__slot *s = &e->slots.v[SSTF__NCTL + e->nfiles + i];
+		st->engine = e;
+		st->slot = s;
+		st->index = i;
+		st->cur_buf = -1;
+		s->stream = st;
 	}
 	ret = sstf__pool_init(&e->pool, &a, cfg.buf_size, (uint32_t)(cfg.mem_limit / cfg.buf_size));
 	if (ret < 0)
 		goto fail;
-	ret = sstf__http_init(e);
+	/* Parts small enough that the streams of one split file, all but the
+	 * one at the frontier, hold a part each within the pool's half that
+	 * may run ahead; no more than 16 MiB, so requests stay few. */
+	e->part_size = (uint64_t)e->pool.ahead_max * cfg.buf_size / cfg.split;
+	if (e->part_size > ((uint64_t)16 << 20))
+		e->part_size = (uint64_t)16 << 20;
+	e->part_size -= e->part_size % cfg.buf_size;
+	if (e->part_size < cfg.buf_size)
+		e->part_size = cfg.buf_size;
+	ret = sstf__timers_init(&e->timers, &a, e->nstreams);
 	if (ret < 0)
 		goto fail;
+	sstf__rate_init(&e->rate, cfg.rate,
+	                cfg.buf_size > 256 * 1024 ? cfg.buf_size : 256 * 1024);
+	sstf__stream_seed(e);
+	for (size_t i = 0; sstf__sources[i]; i++) {
+		if (!sstf__sources[i]->init)
+			continue;
+		ret = sstf__sources[i]->init(e);
+		if (ret < 0)
+			goto fail;
+	}
 	e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->efd < 0) {
 		ret = -errno;
@@ -833,6 +911,18 @@ int sstf_progress(sstf_engine *e, uint64_t id, struct sstf_progress *out)
 		gen_progress(g, out);
 	pthread_mutex_unlock(&e->lock);
 	return g ? 0 : -SSTF_ENOSUCHGEN;
+}
+
+int sstf_set_rate(sstf_engine *e, uint64_t bytes_per_s)
+{
+	if (!e)
+		return -EINVAL;
+	sstf__rate_set(&e->rate, bytes_per_s);
+	if (on_loop_thread(e))
+		e->local_command = true; /* looked at before the loop sleeps */
+	else
+		wake(e);
+	return 0;
 }
 
 int sstf_stats(sstf_engine *e, struct sstf_stats *out)

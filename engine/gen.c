@@ -74,6 +74,7 @@ static char *arena_str(char **cursor, const char *s, size_t len)
 /* What check_batch learns that gen_new needs. */
 struct batch_plan {
 	size_t strings;  /* bytes of strings the arena holds */
+	size_t url_ptrs; /* own URLs of every entry: one pointer each */
 	size_t url_max;  /* longest URL, without the NUL */
 	unsigned schemes; /* allowed scheme bits */
 };
@@ -83,7 +84,7 @@ static void scheme_list(unsigned mask, char *out, size_t len)
 {
 	size_t n = 0;
 	out[0] = '\0';
-	for (unsigned bit = 1; bit & SSTF__SCHEME_ALL; bit <<= 1) {
+	for (unsigned bit = 1; bit & sstf__scheme_all(); bit <<= 1) {
 		if (!(mask & bit) || n >= len)
 			continue;
 		n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "",
@@ -101,6 +102,7 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 	char why[192];
 	if (!b || (b->nfiles && !b->files))
 		return -EINVAL;
+	plan->url_ptrs = 0;
 	if (!b->dest_dir || !*b->dest_dir) {
 		if (b->errbuf && b->errbuf_len)
 			snprintf(b->errbuf, b->errbuf_len, "dest_dir: missing");
@@ -120,7 +122,17 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 	}
 	/* Only the source's own scheme unless the caller widens it: a
 	 * manifest must not be able to point an entry at file:///etc/passwd. */
-	unsigned allowed = b->base_url ? base_scheme : SSTF__SCHEME_ALL;
+	unsigned allowed = b->base_url ? base_scheme : sstf__scheme_all();
+	for (size_t k = 0; k < sizeof(b->reserved) / sizeof(b->reserved[0]); k++) {
+		if (b->reserved[k]) {
+			if (b->errbuf && b->errbuf_len)
+				snprintf(b->errbuf, b->errbuf_len,
+				         "batch: reserved[%zu] is not zero (zero the struct; "
+				         "a newer header than this library?)",
+				         k);
+			return -EINVAL;
+		}
+	}
 	if (b->protocols) {
 		int r = sstf__protocols_parse(b->protocols, &allowed, b->errbuf, b->errbuf_len);
 		if (r < 0)
@@ -135,24 +147,50 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 		size_t nlen = strlen(f->name);
 		if (sstf__name_check(f->name, nlen, why, sizeof(why)) < 0)
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
-		if (f->url && !*f->url)
-			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, "empty URL");
-		if (!f->url && !b->base_url)
+		for (size_t k = 0; k < sizeof(f->reserved) / sizeof(f->reserved[0]); k++)
+			if (f->reserved[k])
+				return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
+				                 "reserved words are not zero (zero the struct)");
+		if (f->nurls && f->url)
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
+			                 "both url and urls are set; give one");
+		if (f->nurls > SSTF_MAX_MIRRORS || (f->nurls && !f->urls)) {
+			snprintf(why, sizeof(why), "urls: 1 to %d URLs", SSTF_MAX_MIRRORS);
+			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
+		}
+		/* One own URL is the one-entry case of a mirror list. */
+		const char *const *own = f->nurls ? f->urls : f->url ? &f->url : NULL;
+		size_t nown = f->nurls ? f->nurls : f->url ? 1 : 0;
+		if (!nown && !b->base_url)
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
 			                 "no URL, and the batch has no base_url");
-		unsigned scheme = f->url ? sstf__url_scheme(f->url) : base_scheme;
-		if (!scheme)
-			return bad_entry(b, -SSTF_EBADURL, i, f->name,
-			                 "URL scheme must be http://, https:// or file://");
-		if (!(scheme & allowed)) {
-			char list[64];
-			scheme_list(allowed, list, sizeof(list));
-			snprintf(why, sizeof(why),
-			         "URL scheme %s:// is not allowed in this batch (allowed: %s); "
-			         "only the source's own scheme is, unless protocols widens it",
-			         sstf__scheme_name(scheme), list);
-			return bad_entry(b, -SSTF_EBADURL, i, f->name, why);
+		size_t own_bytes = 0;
+		for (size_t k = 0; k < (nown ? nown : 1); k++) {
+			const char *url = nown ? own[k] : NULL;
+			if (nown && (!url || !*url))
+				return bad_entry(b, -SSTF_EBADENTRY, i, f->name, "empty URL");
+			unsigned scheme = url ? sstf__url_scheme(url) : base_scheme;
+			if (!scheme)
+				return bad_entry(b, -SSTF_EBADURL, i, f->name,
+				                 "URL scheme must be http://, https:// or file://");
+			if (!(scheme & allowed)) {
+				char list[64];
+				scheme_list(allowed, list, sizeof(list));
+				snprintf(why, sizeof(why),
+				         "URL scheme %s:// is not allowed in this batch (allowed: "
+				         "%s); only the source's own scheme is, unless protocols "
+				         "widens it",
+				         sstf__scheme_name(scheme), list);
+				return bad_entry(b, -SSTF_EBADURL, i, f->name, why);
+			}
+			size_t ulen = url ? strlen(url) : sstf__url_join(b->base_url, f->name, NULL, 0);
+			if (ulen > url_max)
+				url_max = ulen;
+			if (url)
+				own_bytes += ulen + 1;
 		}
+		strings += own_bytes;
+		plan->url_ptrs += nown;
 		if (f->size > SSTF__MAX_FILE_SIZE)
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name,
 			                 "size larger than 16 TiB; a corrupt entry?");
@@ -164,10 +202,7 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 			         sstf__digest_hexlen(f->digest_kind));
 			return bad_entry(b, -SSTF_EBADENTRY, i, f->name, why);
 		}
-		size_t ulen = f->url ? strlen(f->url) : sstf__url_join(b->base_url, f->name, NULL, 0);
-		if (ulen > url_max)
-			url_max = ulen;
-		strings += nlen + 1 + (f->url ? ulen + 1 : 0);
+		strings += nlen + 1;
 	}
 	size_t dup;
 	int d = find_duplicate(a, b, &dup);
@@ -200,10 +235,11 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	struct sstf__gen *g = sstf__alloc(a, sizeof(*g));
 	if (!g)
 		return -ENOMEM;
-	size_t files_bytes = b->nfiles * sizeof(struct sstf__file);
+	size_t files_bytes = b->nfiles * sizeof(struct sstf__entry);
+	size_t ptr_bytes = plan.url_ptrs * sizeof(char *);
 	/* The arena also holds the loop's scratch for one URL at a time. */
 	size_t url_bytes = b->nfiles ? plan.url_max + 1 : 0;
-	g->arena = sstf__alloc(a, files_bytes + plan.strings + url_bytes);
+	g->arena = sstf__alloc(a, files_bytes + ptr_bytes + plan.strings + url_bytes);
 	if (!g->arena) {
 		sstf__free(a, g);
 		return -ENOMEM;
@@ -212,19 +248,25 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	/* Copy everything the loop will read into the arena. */
 	g->files = g->arena;
 	g->nfiles = b->nfiles;
-	char *cur = (char *)g->arena + files_bytes;
+	const char **ptrs = (const char **)((char *)g->arena + files_bytes);
+	char *cur = (char *)g->arena + files_bytes + ptr_bytes;
 	g->dest_dir = arena_str(&cur, b->dest_dir, strlen(b->dest_dir));
 	if (b->base_url)
 		g->base_url = arena_str(&cur, b->base_url, strlen(b->base_url));
-	unsigned base_scheme = b->base_url ? sstf__url_scheme(b->base_url) : 0;
 	for (size_t i = 0; i < b->nfiles; i++) {
 		const struct sstf_file *in = &b->files[i];
-		struct sstf__file *f = &g->files[i];
+		struct sstf__entry *f = &g->files[i];
 		f->name = arena_str(&cur, in->name, strlen(in->name));
-		f->url = in->url ? arena_str(&cur, in->url, strlen(in->url)) : NULL;
+		const char *const *own = in->nurls ? in->urls : in->url ? &in->url : NULL;
+		size_t nown = in->nurls ? in->nurls : in->url ? 1 : 0;
+		if (nown) {
+			f->urls = ptrs;
+			for (size_t k = 0; k < nown; k++)
+				*ptrs++ = arena_str(&cur, own[k], strlen(own[k]));
+		}
+		f->nurls = (uint8_t)nown;
 		f->size = in->size;
 		f->kind = (uint8_t)in->digest_kind;
-		f->scheme = (uint8_t)(in->url ? sstf__url_scheme(in->url) : base_scheme);
 		sstf__digest_parse(in->digest_kind, in->digest_hex, &f->digest);
 		g->bytes_total += in->size;
 	}
@@ -249,10 +291,10 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	return 0;
 }
 
-const char *sstf__gen_file_url(struct sstf__gen *g, const struct sstf__file *f)
+const char *sstf__gen_url(struct sstf__gen *g, const struct sstf__entry *f, unsigned mirror)
 {
-	if (f->url)
-		return f->url;
+	if (f->nurls)
+		return f->urls[mirror < f->nurls ? mirror : 0];
 	sstf__url_join(g->base_url, f->name, g->url_buf, g->url_max + 1);
 	return g->url_buf;
 }

@@ -1,19 +1,27 @@
 /*
- * http.c - libcurl's multi_socket API, driven by the ring.
+ * http.c - the http(s) source: libcurl's multi_socket API, driven by the
+ * ring.
  *
  * curl tells us which sockets to watch (socket callback) and when to call it
  * back (timer callback); we turn both into ring operations: one poll per
- * socket at a time, re-armed after each completion, and one absolute ring
- * timeout for curl's timer. curl_multi_perform is never used.
+ * socket at a time, re-armed after each completion, and the engine's ring
+ * timer for curl's (timers.c asks deadline()). curl_multi_perform is never
+ * used.
  *
  * Each socket gets a SOCK slot for as long as curl watches it; its tag is
- * the socketp given to curl_multi_assign. Each transfer's easy handle is
- * owned by its XFER slot for the engine's life; CURLOPT_PRIVATE carries the
- * slot's current tag.
+ * the socketp given to curl_multi_assign. Each stream has one easy handle
+ * for the engine's life; CURLOPT_PRIVATE carries the stream slot's current
+ * tag, so a finished transfer of a slot since reused is stale.
  *
- * Rule: nothing here calls curl_multi_remove_handle or finishes a transfer
- * from inside a curl callback; curl forbids the first, and the second would
- * run user callbacks inside curl.
+ * Status and ranges. CURLOPT_FAILONERROR is not used: the first body bytes
+ * of a response are checked here. An error status ends the attempt (its
+ * body is not the file's); a ranged request answered 200 is a whole body,
+ * which the stream layer handles (it falls back to one stream). An error
+ * status with an empty body is caught when the transfer is collected.
+ *
+ * Rule: nothing here calls curl_multi_remove_handle or ends an attempt from
+ * inside a curl callback; curl forbids the first, and the second would run
+ * user callbacks inside curl.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,18 +33,66 @@
 
 #define CURL_RECV_BUFFER (256 * 1024)
 
+/* One stream's curl state. */
+struct http_stream {
+	CURL *easy;
+	bool attached;   /* in the multi handle */
+	bool checked;    /* the status of this response was looked at */
+	bool refused;    /* the write callback stopped the transfer */
+	bool whole_body; /* a ranged request got 200 */
+	long status;
+	char err[CURL_ERROR_SIZE];
+};
+
+struct http_state {
+	CURLM *multi;
+	struct http_stream *v; /* by stream index */
+	uint64_t timer_deadline_ns; /* 0: curl wants no timeout */
+	bool curl_ran;   /* curl ran since the last collect: a transfer may
+	                    have ended, its DONE message not yet read
+	                    (invariant 9) */
+};
+
+static struct http_state *state_of(struct sstf_engine *e)
+{
+	return e->src_state[sstf__source_index(&sstf__http_source)];
+}
+
+static struct http_stream *hs_of(struct sstf_engine *e, const struct sstf__stream *s)
+{
+	return &state_of(e)->v[s->index];
+}
+
+/* The status of a response, looked at with its first body bytes. Returns
+ * false when the body must not be delivered. */
+static bool status_ok(struct http_stream *h, const struct sstf__stream *s)
+{
+	if (h->checked)
+		return !h->refused;
+	h->checked = true;
+	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &h->status);
+	if (h->status >= 400)
+		h->refused = true;
+	else if (s->ranged && h->status == 200)
+		h->refused = h->whole_body = true;
+	return !h->refused;
+}
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-	struct sstf__xfer *x = ud;
+	struct sstf__stream *s = ud;
+	struct sstf_engine *e = s->engine;
+	struct http_stream *h = hs_of(e, s);
 	size_t len = size * nmemb;
-	int r = sstf__xfer_put(x->engine, x, ptr, len);
+	if (!status_ok(h, s))
+		return 0; /* CURLE_WRITE_ERROR; collect reports why */
+	int r = sstf__stream_data(e, s, ptr, len);
 	if (r == 0)
 		return len;
-	if (r == 1) {
-		sstf__xfer_wait_buffer(x->engine, x);
+	if (r == 1)
 		return CURL_WRITEFUNC_PAUSE;
-	}
-	return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+	h->refused = true;
+	return 0;
 }
 
 /*
@@ -96,10 +152,11 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 		s = sstf__slot_alloc(&e->slots, SSTF__SLOT_SOCK, NULL, 0);
 		if (!s)
 			return -1; /* curl fails the transfers on this socket */
+		s->src = &sstf__http_source;
 		s->sock.fd = fd;
 		s->sock.want = s->sock.armed = 0;
 		s->sock.removing = false;
-		curl_multi_assign(e->multi, fd, (void *)(uintptr_t)s->tag);
+		curl_multi_assign(state_of(e)->multi, fd, (void *)(uintptr_t)s->tag);
 	}
 	short want = 0;
 	if (what & CURL_POLL_IN)
@@ -114,107 +171,149 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct sstf_engine *e = userp;
+	struct http_state *st = state_of(e);
 	if (timeout_ms < 0)
-		e->timer_deadline_ns = 0;
+		st->timer_deadline_ns = 0;
 	else
-		e->timer_deadline_ns = sstf__now_ns() + (uint64_t)timeout_ms * 1000000u;
+		st->timer_deadline_ns = sstf__now_ns() + (uint64_t)timeout_ms * 1000000u;
 	return 0;
 }
 
-int sstf__http_init(struct sstf_engine *e)
+static void http_fini(struct sstf_engine *e);
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_result;
+
+static void curl_global(void)
 {
-	e->multi = curl_multi_init();
-	if (!e->multi)
+	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int http_init(struct sstf_engine *e)
+{
+	/* libcurl's global setup, once per process, not thread-safe itself. */
+	pthread_once(&curl_once, curl_global);
+	if (curl_init_result != CURLE_OK)
 		return -ENOMEM;
-	curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-	curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
-	curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-	curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
-	curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)e->cfg.max_host_conns);
-	for (uint32_t i = 0; i < e->nxfers; i++) {
-		struct sstf__xfer *x = &e->xfers[i];
-		CURL *h = curl_easy_init();
-		if (!h)
+	struct http_state *st = sstf__alloc(&e->alloc, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	e->src_state[sstf__source_index(&sstf__http_source)] = st;
+	st->v = sstf__alloc(&e->alloc, e->nstreams * sizeof(*st->v));
+	st->multi = curl_multi_init();
+	if (!st->v || !st->multi) {
+		http_fini(e);
+		return -ENOMEM;
+	}
+	CURLM *m = st->multi;
+	curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(m, CURLMOPT_SOCKETDATA, e);
+	curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(m, CURLMOPT_TIMERDATA, e);
+	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)e->cfg.max_host_conns);
+	for (uint32_t i = 0; i < e->nstreams; i++) {
+		struct http_stream *h = &st->v[i];
+		CURL *c = curl_easy_init();
+		if (!c) {
+			http_fini(e);
 			return -ENOMEM;
-		x->easy = h;
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->curl_err);
-		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
-		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-		curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)CURL_RECV_BUFFER);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.connect_timeout_ms);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)e->cfg.low_speed_bytes);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)e->cfg.low_speed_time_s);
-		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+		}
+		h->easy = c;
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &e->streams[i]);
+		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->err);
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)CURL_RECV_BUFFER);
+		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.connect_timeout_ms);
+		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)e->cfg.low_speed_bytes);
+		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)e->cfg.low_speed_time_s);
+		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	}
 	return 0;
 }
 
-void sstf__http_fini(struct sstf_engine *e)
+static void http_fini(struct sstf_engine *e)
 {
+	struct http_state *st = state_of(e);
+	if (!st)
+		return;
 	/* The loop is gone: curl must not call back into the ring now. */
-	if (e->multi) {
-		curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, NULL);
-		curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, NULL);
+	if (st->multi) {
+		curl_multi_setopt(st->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+		curl_multi_setopt(st->multi, CURLMOPT_TIMERFUNCTION, NULL);
 	}
-	for (uint32_t i = 0; i < e->nxfers; i++) {
-		struct sstf__xfer *x = &e->xfers[i];
-		if (x->easy && x->curl_attached)
-			curl_multi_remove_handle(e->multi, x->easy);
+	for (uint32_t i = 0; st->v && i < e->nstreams; i++) {
+		if (st->v[i].easy && st->v[i].attached)
+			curl_multi_remove_handle(st->multi, st->v[i].easy);
 	}
-	if (e->multi)
-		curl_multi_cleanup(e->multi);
-	e->multi = NULL;
-	for (uint32_t i = 0; i < e->nxfers; i++) {
-		if (e->xfers[i].easy)
-			curl_easy_cleanup(e->xfers[i].easy);
-		e->xfers[i].easy = NULL;
-	}
+	if (st->multi)
+		curl_multi_cleanup(st->multi);
+	for (uint32_t i = 0; st->v && i < e->nstreams; i++)
+		if (st->v[i].easy)
+			curl_easy_cleanup(st->v[i].easy);
+	sstf__free(&e->alloc, st->v);
+	sstf__free(&e->alloc, st);
+	e->src_state[sstf__source_index(&sstf__http_source)] = NULL;
 }
 
-/* Starts (or, after a retry wait, resumes) x's request at x->received. */
-static int attach(struct sstf_engine *e, struct sstf__xfer *x)
+static int http_start(struct sstf_engine *e, struct sstf__stream *s, const char *url)
 {
-	x->curl_err[0] = '\0';
-	/* curl copies the URL: the scratch buffer is free again after. */
-	curl_easy_setopt(x->easy, CURLOPT_URL, sstf__gen_file_url(x->gen, x->file));
+	struct http_state *st = state_of(e);
+	struct http_stream *h = hs_of(e, s);
+	struct sstf__gen *g = s->file->gen;
+	h->err[0] = '\0';
+	h->checked = h->refused = h->whole_body = false;
+	h->status = 0;
+	/* curl copies the URL and the range: the scratch is free after. */
+	curl_easy_setopt(h->easy, CURLOPT_URL, url);
 	/* Redirects may only go where the batch allows. */
-	unsigned web = x->gen->schemes & (SSTF__SCHEME_HTTP | SSTF__SCHEME_HTTPS);
+	unsigned web = g->schemes & (SSTF__SCHEME_HTTP | SSTF__SCHEME_HTTPS);
 	const char *protos = web == SSTF__SCHEME_HTTP    ? "http"
 	                     : web == SSTF__SCHEME_HTTPS ? "https"
 	                                                 : "http,https";
-	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, protos);
-	curl_easy_setopt(x->easy, CURLOPT_REDIR_PROTOCOLS_STR, protos);
-	curl_easy_setopt(x->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)x->received);
-	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)(uintptr_t)x->slot->tag);
-	CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
-	e->curl_ran = true;
+	curl_easy_setopt(h->easy, CURLOPT_PROTOCOLS_STR, protos);
+	curl_easy_setopt(h->easy, CURLOPT_REDIR_PROTOCOLS_STR, protos);
+	char range[48];
+	if (s->ranged) {
+		if (s->end == sstf__stream_file_size(s))
+			snprintf(range, sizeof(range), "%" PRIu64 "-", s->pos);
+		else
+			snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, s->pos, s->end - 1);
+		curl_easy_setopt(h->easy, CURLOPT_RANGE, range);
+	} else {
+		curl_easy_setopt(h->easy, CURLOPT_RANGE, NULL);
+	}
+	curl_easy_setopt(h->easy, CURLOPT_PRIVATE, (void *)(uintptr_t)s->slot->tag);
+	CURLMcode mc = curl_multi_add_handle(st->multi, h->easy);
+	st->curl_ran = true;
 	if (mc != CURLM_OK) {
-		snprintf(x->detail, sizeof(x->detail), "%s", curl_multi_strerror(mc));
+		sstf__file_fail(s->file, -SSTF_ETRANSFER, "%s", curl_multi_strerror(mc));
 		return -SSTF_ETRANSFER;
 	}
-	x->curl_attached = true;
+	h->attached = true;
 	return 0;
 }
 
-int sstf__http_start(struct sstf_engine *e, struct sstf__xfer *x)
+static void http_stop(struct sstf_engine *e, struct sstf__stream *s)
 {
-	return attach(e, x);
+	struct http_stream *h = hs_of(e, s);
+	if (!h->attached)
+		return;
+	curl_multi_remove_handle(state_of(e)->multi, h->easy);
+	h->attached = false;
 }
 
-void sstf__http_stop(struct sstf_engine *e, struct sstf__xfer *x)
+static void http_resume(struct sstf_engine *e, struct sstf__stream *s)
 {
-	if (x->retry_wait) {
-		x->retry_wait = false;
-		e->retry_waiting--;
+	struct http_stream *h = hs_of(e, s);
+	if (h->attached) {
+		/* Unpausing delivers buffered bytes at once, and may end the
+		 * transfer right here. */
+		curl_easy_pause(h->easy, CURLPAUSE_CONT);
+		state_of(e)->curl_ran = true;
 	}
-	if (!x->curl_attached)
-		return;
-	curl_multi_remove_handle(e->multi, x->easy);
-	x->curl_attached = false;
 }
 
 /*
@@ -223,9 +322,9 @@ void sstf__http_stop(struct sstf_engine *e, struct sstf__xfer *x)
  */
 static bool transient(CURLcode rc, long status)
 {
+	if (status == 408 || status == 429 || status >= 500)
+		return true;
 	switch (rc) {
-	case CURLE_HTTP_RETURNED_ERROR:
-		return status == 408 || status == 429 || status >= 500;
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
 	case CURLE_PARTIAL_FILE:
@@ -241,73 +340,72 @@ static bool transient(CURLcode rc, long status)
 	}
 }
 
-/* Schedules another attempt of x after a backoff; false when none is left. */
-static bool schedule_retry(struct sstf_engine *e, struct sstf__xfer *x)
+/* How the attempt of stream s on handle h ended, for the stream layer. */
+static void end_attempt(struct sstf_engine *e, struct sstf__stream *s, struct http_stream *h,
+                        CURLcode rc)
 {
-	if (x->err || x->retries >= (unsigned)e->cfg.max_retries ||
-	    atomic_load(&x->gen->cancel_requested))
-		return false;
-	uint64_t backoff_ms = 100u << (x->retries < 6 ? x->retries : 6);
-	if (backoff_ms > 5000)
-		backoff_ms = 5000;
-	x->retries++;
-	atomic_fetch_add_explicit(&e->retries, 1, memory_order_relaxed);
-	x->retry_wait = true;
-	x->retry_at_ns = sstf__now_ns() + backoff_ms * 1000000u;
-	e->retry_waiting++;
-	return true;
-}
-
-void sstf__http_resume(struct sstf_engine *e, struct sstf__xfer *x)
-{
-	if (x->curl_attached) {
-		/* Unpausing delivers buffered bytes at once, and may end the
-		 * transfer right here. */
-		curl_easy_pause(x->easy, CURLPAUSE_CONT);
-		e->curl_ran = true;
+	struct sstf__src_end end = {0};
+	char d[CURL_ERROR_SIZE + 64];
+	if (!h->checked)
+		curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &h->status);
+	long code = h->status;
+	end.status = (int)code;
+	if (h->whole_body) {
+		end.whole_body = true;
+	} else if (code >= 400) {
+		/* An error status, whether or not it came with a body. */
+		snprintf(d, sizeof(d), "HTTP %ld", code);
+		end.err = -SSTF_EHTTP;
+		end.transient = transient(CURLE_OK, code);
+		end.not_found = code == 404 || code == 410;
+		curl_off_t after = 0;
+		if (curl_easy_getinfo(h->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+			end.retry_after_ms = (uint64_t)after * 1000u;
+		end.detail = d;
+	} else if (rc != CURLE_OK && !h->refused) {
+		/* curl says "Couldn't connect"; the errno says why
+		 * (ENETUNREACH with no network, ECONNREFUSED, ...). */
+		long os = 0;
+		curl_easy_getinfo(h->easy, CURLINFO_OS_ERRNO, &os);
+		snprintf(d, sizeof(d), "%s%s%s", h->err[0] ? h->err : curl_easy_strerror(rc),
+		         os ? ": " : "", os ? strerror((int)os) : "");
+		end.err = -SSTF_ETRANSFER;
+		end.transient = transient(rc, 0);
+		end.detail = d;
+	} else if (rc != CURLE_OK) {
+		/* The stream refused the bytes (its file failed): said there. */
+		end.err = -SSTF_ETRANSFER;
+		end.detail = "stopped";
 	}
+	sstf__stream_end(e, s, &end);
 }
 
-void sstf__http_collect(struct sstf_engine *e)
+/* Hands finished transfers (curl_multi_info_read) to their streams, and
+ * clears curl_ran. */
+static void collect(struct sstf_engine *e)
 {
+	struct http_state *st = state_of(e);
 	CURLMsg *m;
 	int left;
-	e->curl_ran = false;
-	while ((m = curl_multi_info_read(e->multi, &left))) {
+	st->curl_ran = false;
+	while ((m = curl_multi_info_read(st->multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
-		CURL *h = m->easy_handle;
+		CURL *c = m->easy_handle;
 		CURLcode rc = m->data.result;
 		char *priv = NULL;
-		curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
-		struct sstf__slot *s = sstf__slot_resolve(&e->slots, (uint64_t)(uintptr_t)priv);
-		if (!s || s->kind != SSTF__SLOT_XFER || s->xfer->easy != h)
+		curl_easy_getinfo(c, CURLINFO_PRIVATE, &priv);
+		struct sstf__slot *slot = sstf__slot_resolve(&e->slots, (uint64_t)(uintptr_t)priv);
+		if (!slot || slot->kind != SSTF__SLOT_STREAM)
 			continue; /* counted as stale by resolve */
-		struct sstf__xfer *x = s->xfer;
-		long code = 0;
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-		x->http_status = (int)code;
-		curl_multi_remove_handle(e->multi, h);
-		x->curl_attached = false;
-		if (rc != CURLE_OK && transient(rc, code) && schedule_retry(e, x))
+		struct sstf__stream *s = slot->stream;
+		struct http_stream *h = hs_of(e, s);
+		if (h->easy != c || !h->attached)
 			continue;
-		if (rc == CURLE_OK) {
-			sstf__xfer_source_end(e, x, 0, NULL);
-		} else if (rc == CURLE_HTTP_RETURNED_ERROR) {
-			char d[32];
-			snprintf(d, sizeof(d), "HTTP %ld", code);
-			sstf__xfer_source_end(e, x, -SSTF_EHTTP, d);
-		} else {
-			/* curl says "Couldn't connect"; the errno says why
-			 * (ENETUNREACH with no network, ECONNREFUSED, ...). */
-			char d[CURL_ERROR_SIZE + 64];
-			long os = 0;
-			curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os);
-			snprintf(d, sizeof(d), "%s%s%s",
-			         x->curl_err[0] ? x->curl_err : curl_easy_strerror(rc),
-			         os ? ": " : "", os ? strerror((int)os) : "");
-			sstf__xfer_source_end(e, x, -SSTF_ETRANSFER, d);
-		}
+		curl_multi_remove_handle(st->multi, c);
+		h->attached = false;
+		if (s->attempt)
+			end_attempt(e, s, h, rc);
 	}
 }
 
@@ -315,13 +413,14 @@ void sstf__http_collect(struct sstf_engine *e)
  * loop collects before it sleeps (invariant 9). */
 static void socket_action(struct sstf_engine *e, curl_socket_t fd, int ev)
 {
+	struct http_state *st = state_of(e);
 	int running;
-	curl_multi_socket_action(e->multi, fd, ev, &running);
-	e->curl_ran = true;
+	curl_multi_socket_action(st->multi, fd, ev, &running);
+	st->curl_ran = true;
 }
 
-void sstf__http_on_cqe(struct sstf_engine *e, struct sstf__slot *s,
-                       enum sstf__op op, int res)
+static void http_on_slot_cqe(struct sstf_engine *e, struct sstf__slot *s, enum sstf__op op,
+                             int res)
 {
 	if (op == SSTF__OP_POLL_UPDATE)
 		return;
@@ -352,63 +451,42 @@ void sstf__http_on_cqe(struct sstf_engine *e, struct sstf__slot *s,
 	sock_sync(e, s);
 }
 
-void sstf__http_on_timer(struct sstf_engine *e, int res)
+static void http_run(struct sstf_engine *e, uint64_t now)
 {
-	e->timer_armed_ns = 0;
-}
-
-/* Resumes transfers whose backoff ended; returns the next retry time or 0. */
-static uint64_t run_retries(struct sstf_engine *e, uint64_t now)
-{
-	uint64_t next = 0;
-	for (uint32_t i = 0; i < e->nxfers && e->retry_waiting; i++) {
-		struct sstf__xfer *x = &e->xfers[i];
-		if (!x->retry_wait)
-			continue;
-		if (x->retry_at_ns > now) {
-			if (!next || x->retry_at_ns < next)
-				next = x->retry_at_ns;
-			continue;
-		}
-		x->retry_wait = false;
-		e->retry_waiting--;
-		int ret = attach(e, x);
-		if (ret < 0) {
-			char why[sizeof(x->detail)];
-			snprintf(why, sizeof(why), "%s", x->detail);
-			sstf__xfer_source_end(e, x, ret, why);
-		}
-	}
-	return next;
-}
-
-void sstf__http_tick(struct sstf_engine *e)
-{
-	if (e->timer_deadline_ns && sstf__now_ns() >= e->timer_deadline_ns) {
-		e->timer_deadline_ns = 0;
+	struct http_state *st = state_of(e);
+	if (st->timer_deadline_ns && now >= st->timer_deadline_ns) {
+		st->timer_deadline_ns = 0;
 		socket_action(e, CURL_SOCKET_TIMEOUT, 0);
 	}
-	uint64_t deadline = e->timer_deadline_ns;
-	if (e->retry_waiting) {
-		uint64_t next = run_retries(e, sstf__now_ns());
-		if (next && (!deadline || next < deadline))
-			deadline = next;
-	}
-	if (!deadline)
-		return;
-	struct sstf__slot *t = &e->slots.v[SSTF__CTL_TIMER];
-	if (!e->timer_armed_ns) {
-		e->timer_ts.tv_sec = (long long)(deadline / 1000000000u);
-		e->timer_ts.tv_nsec = (long long)(deadline % 1000000000u);
-		struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-		io_uring_prep_timeout(sqe, &e->timer_ts, 0, IORING_TIMEOUT_ABS);
-		sstf__ring_tag(sqe, t, SSTF__OP_TIMER, 0);
-		e->timer_armed_ns = deadline;
-	} else if (e->timer_armed_ns > deadline && !e->timer_removing) {
-		/* Something is due sooner than the armed timeout fires. */
-		struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-		io_uring_prep_timeout_remove(sqe, sstf__tag_op(t->tag, SSTF__OP_TIMER, 0), 0);
-		sstf__ring_tag(sqe, t, SSTF__OP_TIMER_REMOVE, 0);
-		e->timer_removing = true;
-	}
+	if (st->curl_ran)
+		collect(e);
 }
+
+static bool http_ready(struct sstf_engine *e)
+{
+	struct http_state *st = state_of(e);
+	if (st->curl_ran)
+		return true;
+	return st->timer_deadline_ns && st->timer_deadline_ns <= sstf__now_ns();
+}
+
+static uint64_t http_deadline(struct sstf_engine *e)
+{
+	return state_of(e)->timer_deadline_ns;
+}
+
+static const char *const http_schemes[] = {"http", "https", NULL};
+
+const struct sstf__source_ops sstf__http_source = {
+	.name = "http",
+	.schemes = http_schemes,
+	.init = http_init,
+	.fini = http_fini,
+	.start = http_start,
+	.stop = http_stop,
+	.resume = http_resume,
+	.on_slot_cqe = http_on_slot_cqe,
+	.run = http_run,
+	.ready = http_ready,
+	.deadline = http_deadline,
+};

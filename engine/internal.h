@@ -17,10 +17,15 @@
  *   record.c  the records kept in extended attributes: verified files and
  *             resumable checkpoints
  *   ring.c    io_uring setup and SQE helpers
- *   sink.c    buffer pool, per-file writes, re-hash of files in place,
- *             checkpoints, verify and publish
- *   http.c    libcurl multi_socket glue: sockets and timer on the ring
- *   filesrc.c file:// source, read through the ring
+ *   pool.c    the buffer pool
+ *   sink.c    the life of one file: re-hash in place, writes, the hash
+ *             frontier, checkpoints, verify and publish
+ *   stream.c  streams: a file's parts, attempts, retries, mirrors, pauses
+ *   timers.c  the timer heap (retry backoffs) and the ring timer
+ *   rate.c    the engine-wide token bucket
+ *   sources.c the table of sources, keyed by URL scheme
+ *   http.c    the http(s) source: libcurl multi_socket on the ring
+ *   filesrc.c the file:// source, read through the ring
  *   engine.c  the loop, commands, and the public API
  */
 #ifndef SSTF_INTERNAL_H
@@ -80,13 +85,14 @@ enum sstf__op {
 	SSTF__OP_POLL_UPDATE,  /* new mask for an armed poll */
 	SSTF__OP_POLL_REMOVE,
 	SSTF__OP_WRITE,        /* aux = buffer index */
-	SSTF__OP_READ,         /* file:// read, aux = buffer index */
+	SSTF__OP_READ,         /* a source's read into a buffer, aux = index */
 	SSTF__OP_FSYNC,        /* fdatasync of the temporary file */
 	SSTF__OP_RENAME,       /* publish */
 	SSTF__OP_DIRSYNC,      /* fsync of the parent directory */
 	SSTF__OP_CANCEL,       /* async cancel of a slot's operations */
 	SSTF__OP_CKPT,         /* fsync of the temporary file for a checkpoint */
 	SSTF__OP_CHECK_READ,   /* read of a file in place, to re-hash it */
+	SSTF__OP_SOURCE,       /* a source's own operation; aux is the source's */
 	SSTF__OP_COUNT
 };
 _Static_assert(SSTF__OP_COUNT <= 16, "an op must fit a tag's 4 op bits");
@@ -125,9 +131,10 @@ static inline uint32_t sstf__tag_slot(uint64_t ud)
 
 /* The table holds each kind in one run, in this order. */
 enum sstf__slot_kind {
-	SSTF__SLOT_CTL,  /* engine-owned: eventfd read, curl timer */
-	SSTF__SLOT_XFER, /* one file transfer */
-	SSTF__SLOT_SOCK, /* one curl socket and its poll */
+	SSTF__SLOT_CTL,    /* engine-owned: eventfd read, the ring timer */
+	SSTF__SLOT_FILE,   /* one file: its disk operations */
+	SSTF__SLOT_STREAM, /* one stream of a file: its source's operations */
+	SSTF__SLOT_SOCK,   /* a source's own (curl: one socket and its poll) */
 	SSTF__SLOT_KINDS
 };
 
@@ -143,7 +150,9 @@ enum sstf__slot_state {
 };
 
 struct sstf__gen;
-struct sstf__xfer;
+struct sstf__file;
+struct sstf__stream;
+struct sstf__source_ops;
 
 struct sstf__sock {
 	curl_socket_t fd;
@@ -161,7 +170,9 @@ struct sstf__slot {
 	enum sstf__slot_kind kind;
 	enum sstf__slot_state state;
 	struct sstf__gen *gen;   /* owning generation, NULL for the engine */
-	struct sstf__xfer *xfer; /* XFER slots: their transfer, fixed */
+	struct sstf__file *file;     /* FILE slots: their file, fixed */
+	struct sstf__stream *stream; /* STREAM slots: their stream, fixed */
+	const struct sstf__source_ops *src; /* SOCK slots: their source */
 	struct sstf__sock sock;  /* SOCK slots */
 };
 
@@ -174,7 +185,7 @@ struct sstf__slots {
 };
 
 int sstf__slots_init(struct sstf__slots *t, const struct sstf_allocator *a,
-                     uint32_t nctl, uint32_t nxfer, uint32_t nsock);
+                     uint32_t nctl, uint32_t nfile, uint32_t nstream, uint32_t nsock);
 void sstf__slots_fini(struct sstf__slots *t, const struct sstf_allocator *a);
 /* Takes a free slot of `kind` for generation `gen`; NULL when none is free. */
 struct sstf__slot *sstf__slot_alloc(struct sstf__slots *t,
@@ -197,22 +208,23 @@ void sstf__slot_op_end(struct sstf__slot *s);
 /* ------------------------------------------------------------------------ */
 /* gen.c: generations */
 
-/* sstf__file.flags */
+/* sstf__entry.flags */
 #define SSTF__F_ADOPTED 1u /* the staging directory holds a crashed
                               writer's partial of this file, renamed to
                               this generation's temporary name for it */
 
 /*
  * Per-file metadata, in the generation's arena: 48 bytes plus the name
- * (and the URL when the entry has its own), whatever the file's size.
+ * (and the URLs when the entry has its own: a pointer and the string
+ * each), whatever the file's size.
  */
-struct sstf__file {
+struct sstf__entry {
 	const char *name;   /* as submitted, relative to dest */
-	const char *url;    /* NULL: the generation's base_url joined to name */
+	const char *const *urls; /* nurls own URLs (mirrors, in order) */
 	uint64_t size;
 	struct sstf__digest digest;
 	uint8_t kind;       /* enum sstf_digest_kind */
-	uint8_t scheme;     /* one enum sstf__scheme bit */
+	uint8_t nurls;      /* 0: one URL, the base_url joined to name */
 	uint8_t flags;      /* SSTF__F_* */
 };
 
@@ -273,7 +285,7 @@ struct sstf__gen {
 	unsigned schemes;      /* enum sstf__scheme bits files may use */
 	size_t url_max;        /* longest URL of a file, without the NUL */
 	char *url_buf;         /* url_max + 1 bytes of scratch (loop) */
-	struct sstf__file *files;
+	struct sstf__entry *files;
 	size_t nfiles;
 };
 
@@ -284,11 +296,16 @@ struct sstf__gen {
  */
 int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
                   uint64_t id, struct sstf__gen **out);
+/* How many URLs entry f has (1 when it uses the base_url). */
+static inline unsigned sstf__entry_nurls(const struct sstf__entry *f)
+{
+	return f->nurls ? f->nurls : 1;
+}
 /*
- * File f's URL: its own, or base_url joined to its name in g's scratch
- * buffer, valid until the next call for g. Loop thread.
+ * Entry f's URL number `mirror`: its own, or base_url joined to its name in
+ * g's scratch buffer, valid until the next call for g. Loop thread.
  */
-const char *sstf__gen_file_url(struct sstf__gen *g, const struct sstf__file *f);
+const char *sstf__gen_url(struct sstf__gen *g, const struct sstf__entry *f, unsigned mirror);
 /* Frees the arena; allowed only once the generation has nothing in flight. */
 void sstf__gen_free_arena(const struct sstf_allocator *a, struct sstf__gen *g);
 void sstf__gen_free(const struct sstf_allocator *a, struct sstf__gen *g);
@@ -360,11 +377,11 @@ uint64_t sstf__name_hash(const char *name);
  * Returns 0 or -errno (-ENOTSUP where the filesystem has no user xattrs:
  * then the next run re-hashes the file instead of trusting it).
  */
-int sstf__record_verified_set(int fd, const struct sstf__file *f);
+int sstf__record_verified_set(int fd, const struct sstf__entry *f);
 /* True when fd (whose fstat is *st) carries a publish record matching f's
  * name, digest and size and st's mtime. */
 bool sstf__record_verified_matches(int fd, const struct stat *st,
-                                   const struct sstf__file *f);
+                                   const struct sstf__entry *f);
 /*
  * Reads fd's publish record as a checkpoint at the file's end (offset ==
  * size; no hash state): 0, -ENODATA when there is none, -ESTALE when the
@@ -372,7 +389,7 @@ bool sstf__record_verified_matches(int fd, const struct stat *st,
  */
 int sstf__record_verified_get(int fd, struct sstf__partial *out);
 /* Writes a checkpoint of f at `offset` with hash state `state` onto fd. */
-int sstf__record_partial_set(int fd, const struct sstf__file *f, uint64_t offset,
+int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offset,
                              const XXH3_state_t *state);
 /*
  * Reads and checks fd's checkpoint: magic, version, this build's xxHash
@@ -383,11 +400,19 @@ int sstf__record_partial_get(int fd, struct sstf__partial *out);
 /* True when checkpoint p belongs to f (name, size, digest) and its offset
  * can be resumed: within the file (its end for a whole verified file), and
  * 4096-aligned when `direct`. */
-bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__file *f,
+bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__entry *f,
                         uint64_t name_hash, bool direct);
 
 /* ------------------------------------------------------------------------ */
-/* sink.c: buffer pool and the life of one file transfer */
+/* pool.c: the buffer pool */
+
+/* sstf__pool.flags of one buffer */
+#define SSTF__BUF_WRITING 1u /* its write is in flight */
+#define SSTF__BUF_HELD 2u    /* committed past its file's hash frontier:
+                                 on the file's held list until hashed */
+#define SSTF__BUF_AHEAD 4u   /* taken by a stream ahead of its file's
+                                 frontier; counted in pool.ahead */
+#define SSTF__BUF_HASHED 8u  /* its bytes went into the file's hash */
 
 struct sstf__pool {
 	uint8_t *mem;
@@ -395,75 +420,18 @@ struct sstf__pool {
 	uint32_t n;
 	uint32_t nfree;
 	uint32_t *free_stack;
-	uint32_t *len; /* bytes of file data in each buffer */
-	uint64_t *off; /* file offset of each buffer's write */
+	uint32_t *len;  /* bytes of file data in each buffer */
+	uint64_t *off;  /* file offset of each buffer's write */
 	uint32_t *done; /* bytes of each buffer's write done so far */
+	uint32_t *next; /* the held list of its file, by offset */
+	uint8_t *flags; /* SSTF__BUF_* */
 	uint32_t used_peak;
-	bool fixed;    /* registered with the ring */
-};
-
-enum sstf__xfer_phase {
-	SSTF__X_IDLE,     /* slot free */
-	SSTF__X_CHECK,    /* re-hashing the file already in place */
-	SSTF__X_FETCH,    /* source running or writes in flight */
-	SSTF__X_SYNC,     /* fdatasync in flight */
-	SSTF__X_RENAME,   /* rename in flight */
-	SSTF__X_DIRSYNC,  /* directory fsync in flight */
-};
-
-struct sstf__xfer {
-	struct sstf__hasher hasher; /* first: 64-byte aligned */
-	XXH3_state_t ckpt_state;    /* hash state at ckpt_off */
-	XXH3_state_t sync_state;    /* hash state at sync_off */
-	struct sstf_engine *engine;
-	struct sstf__slot *slot;
-	CURL *easy;
-	char curl_err[CURL_ERROR_SIZE];
-
-	struct sstf__gen *gen;
-	size_t file_index;
-	const struct sstf__file *file;
-	enum sstf__xfer_phase phase;
-	int fd;       /* temporary file */
-	int pdirfd;   /* the final name's directory */
-	int srcfd;    /* file:// source */
-	int chkfd;    /* CHECK: the file in place */
-	bool direct;
-	bool curl_attached;
-	bool source_done;
-	bool paused;  /* waiting for a free buffer */
-	bool reading; /* file:// or CHECK read in flight */
-	bool tmp_made; /* our temporary file exists (made or adopted) */
-	char tmp[SSTF__TMP_NAME_MAX]; /* its name in the staging directory */
-	bool skipped;  /* already in place and verified */
-	bool refetched; /* a digest mismatch started it over once */
-	bool preverified; /* an adopted whole file its publish record vouches
-	                     for: verify checks its length only */
-	uint64_t resumed_from;
-	uint64_t checked;   /* CHECK: bytes hashed so far */
-	uint64_t check_len; /* CHECK: bytes to hash */
-	bool check_prefix;  /* CHECK reads an adopted partial's prefix, whose
-	                       checkpoint state waits in ckpt_state */
-	uint32_t writes;    /* writes in flight */
-	uint64_t ckpt_next; /* checkpoint when queued reaches this; 0: never */
-	uint64_t ckpt_off;  /* the pending checkpoint's offset; 0: none */
-	uint32_t ckpt_wait; /* writes below ckpt_off still in flight */
-	uint64_t sync_off;  /* the checkpoint whose fdatasync is in flight */
-	bool ckpt_syncing;  /* that fdatasync is in flight */
-	bool ckpt_recorded; /* a checkpoint record is on the file */
-	int cur_buf;  /* buffer being filled, -1 if none */
-	uint32_t cur_len;
-	uint64_t received; /* bytes accepted from the source */
-	uint64_t queued;   /* bytes handed to writes (file offset) */
-	int err;           /* first error, 0 if none */
-	int http_status;
-	char detail[160];
-	uint64_t t_start, t_first;
-	bool renamed;      /* the final name now holds the file */
-	bool retry_wait;   /* between attempts, until retry_at_ns */
-	unsigned retries;  /* attempts made after the first */
-	uint64_t retry_at_ns;
-	struct sstf__xfer *pause_prev, *pause_next;
+	/* Buffers ahead of a hash frontier, and their cap: half the pool,
+	 * so that the streams at the frontiers, which every other stream
+	 * waits for, always find buffers (see stream.c). */
+	uint32_t ahead;
+	uint32_t ahead_max;
+	bool fixed;     /* registered with the ring */
 };
 
 int sstf__pool_init(struct sstf__pool *p, const struct sstf_allocator *a,
@@ -476,78 +444,352 @@ static inline uint8_t *sstf__pool_buf(struct sstf__pool *p, int idx)
 	return p->mem + (size_t)idx * p->bs;
 }
 
-/* Starts file `index` of `g` on transfer `x` (whose slot is allocated). */
-void sstf__xfer_start(struct sstf_engine *e, struct sstf__xfer *x,
+/* ------------------------------------------------------------------------ */
+/* sink.c: the life of one file
+ *
+ * A file holds its temporary file, its hasher, its hash frontier and its
+ * phase; its streams (stream.c) feed it bytes at their offsets. The phase
+ * changes only through sstf__file_set_phase(), which aborts on a
+ * transition not in this list:
+ *
+ *   IDLE -> FETCH | CHECK          start
+ *   CHECK -> FETCH                 the file in place did not verify, or an
+ *                                  adopted prefix was checked
+ *   CHECK -> IDLE                  skipped, or failed
+ *   FETCH -> SYNC | RENAME         verified
+ *   FETCH -> IDLE                  failed or cancelled
+ *   SYNC -> RENAME                 durable
+ *   RENAME -> DIRSYNC | IDLE       renamed (IDLE with fsync off)
+ *   DIRSYNC -> IDLE                published
+ *   SYNC | RENAME | DIRSYNC -> IDLE  failed
+ */
+enum sstf__file_phase {
+	SSTF__X_IDLE,     /* slot free */
+	SSTF__X_CHECK,    /* re-hashing the file already in place */
+	SSTF__X_FETCH,    /* streams running or writes in flight */
+	SSTF__X_SYNC,     /* fdatasync in flight */
+	SSTF__X_RENAME,   /* rename in flight */
+	SSTF__X_DIRSYNC,  /* directory fsync in flight */
+};
+
+#define SSTF__NO_BUF UINT32_MAX
+
+struct sstf__file {
+	struct sstf__hasher hasher; /* first: 64-byte aligned */
+	XXH3_state_t ckpt_state;    /* hash state at ckpt_off */
+	XXH3_state_t sync_state;    /* hash state at sync_off */
+	struct sstf_engine *engine;
+	struct sstf__slot *slot;    /* FILE slot: the disk operations */
+
+	struct sstf__gen *gen;
+	size_t index;
+	const struct sstf__entry *entry;
+	enum sstf__file_phase phase;
+	int fd;       /* temporary file */
+	int pdirfd;   /* the final name's directory */
+	int chkfd;    /* CHECK: the file in place */
+	bool direct;
+	bool checking; /* CHECK read in flight */
+	bool tmp_made; /* our temporary file exists (made or adopted) */
+	char tmp[SSTF__TMP_NAME_MAX]; /* its name in the staging directory */
+	bool skipped;  /* already in place and verified */
+	bool refetched; /* a digest mismatch started it over once */
+	bool preverified; /* an adopted whole file its publish record vouches
+	                     for: verify checks its length only */
+	bool renamed;  /* the final name now holds the file */
+	uint64_t resumed_from;
+	uint64_t checked;   /* CHECK: bytes hashed so far */
+	uint64_t check_len; /* CHECK: bytes to hash */
+	bool check_prefix;  /* CHECK reads an adopted partial's prefix, whose
+	                       checkpoint state waits in ckpt_state */
+	uint32_t writes;    /* writes in flight */
+	uint32_t writes_hashed; /* of those, writes of bytes already hashed */
+	uint64_t ckpt_next; /* checkpoint when the frontier reaches this */
+	uint64_t ckpt_off;  /* the pending checkpoint's offset; 0: none */
+	uint32_t ckpt_wait; /* writes below ckpt_off still in flight */
+	uint64_t sync_off;  /* the checkpoint whose fdatasync is in flight */
+	bool ckpt_syncing;  /* that fdatasync is in flight */
+	bool ckpt_recorded; /* a checkpoint record is on the file */
+
+	/* Bytes and streams. Every byte below `frontier` was hashed, in
+	 * order; buffers committed past it wait on the held list. */
+	uint64_t frontier;
+	uint64_t next_part;  /* first byte no stream has been given yet */
+	uint64_t received;   /* bytes accepted from sources, this attempt */
+	uint32_t held;       /* first held buffer (lowest offset), or NO_BUF */
+	uint32_t nheld;
+	struct sstf__stream *streams; /* attached streams, via file_next */
+	unsigned nstreams;
+	unsigned streams_peak;
+	unsigned want_streams; /* how many it would run (split) */
+	bool single;   /* one plain stream from now on: the origin ignored a
+	                  Range, or a part was short */
+	bool restart;  /* a fall back to one stream waits for writes to drain */
+	bool parted;   /* a first part was given out (so an empty file gets
+	                  its one request too) */
+	bool on_grow;  /* on the engine's list of files wanting streams */
+	struct sstf__file *grow_next;
+
+	int err;           /* first error, 0 if none */
+	int http_status;
+	unsigned retries;  /* attempts after the first, all streams */
+	char detail[192];
+	uint64_t t_start, t_first;
+	uint64_t mirror_bytes[SSTF_MAX_MIRRORS];
+};
+
+/* Starts file `index` of `g` on file f and its first stream s (both slots
+ * allocated). */
+void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__stream *s,
                       struct sstf__gen *g, size_t index);
+/* The one door for phase changes; aborts on a transition not allowed. */
+void sstf__file_set_phase(struct sstf__file *f, enum sstf__file_phase to);
+/* Records the file's first error, with a printf-style detail (or none). */
+void sstf__file_fail(struct sstf__file *f, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /*
- * Accepts `len` source bytes. Returns 0 when all were taken, 1 when the
- * caller must pause (nothing was taken), -1 when the transfer failed (x->err
- * says why) and the source must stop.
+ * Hands a filled buffer `idx` of `len` bytes at file offset `off` to f: it
+ * is written at once, and hashed when the frontier reaches it.
  */
-int sstf__xfer_put(struct sstf_engine *e, struct sstf__xfer *x,
-                   const void *data, size_t len);
-/* Hashes buffer `idx` holding `len` bytes and queues its write at x->queued. */
-void sstf__xfer_commit(struct sstf_engine *e, struct sstf__xfer *x, int idx,
+void sstf__file_commit(struct sstf_engine *e, struct sstf__file *f, int idx, uint64_t off,
                        uint32_t len);
-/* The source delivered everything (err == 0) or failed (err < 0). */
-void sstf__xfer_source_end(struct sstf_engine *e, struct sstf__xfer *x, int err,
-                           const char *detail);
-/* Stops the transfer with `err` (-ECANCELED for a cancel). */
-void sstf__xfer_abort(struct sstf_engine *e, struct sstf__xfer *x, int err);
-/* A sink completion (write, fsync, rename, dirsync) for x. */
-void sstf__xfer_on_cqe(struct sstf_engine *e, struct sstf__xfer *x,
-                       enum sstf__op op, unsigned aux, int res);
-/* Moves x forward after any event; finishes it once nothing is pending. */
-void sstf__xfer_step(struct sstf_engine *e, struct sstf__xfer *x);
-/* Queues x to be resumed when a buffer frees up. */
-void sstf__xfer_wait_buffer(struct sstf_engine *e, struct sstf__xfer *x);
-/*
- * Reads one buffer's worth of fd at off into a pool buffer for x, tagged
- * op with the buffer's index, and sets x->reading; when the pool is empty,
- * queues x to be resumed instead.
- */
-void sstf__xfer_read(struct sstf_engine *e, struct sstf__xfer *x, int fd, uint64_t off,
-                     enum sstf__op op);
-/* A buffer is free again: continues x's source or re-hash. */
-void sstf__xfer_resume(struct sstf_engine *e, struct sstf__xfer *x);
-/* A re-hash read of the file in place completed into buffer `buf`. */
-void sstf__xfer_on_check_read(struct sstf_engine *e, struct sstf__xfer *x,
-                              unsigned buf, int res);
-/* x's source is http(s) (else file://). */
-static inline bool sstf__xfer_is_http(const struct sstf__xfer *x)
-{
-	return x->file->scheme != SSTF__SCHEME_FILE;
-}
+/* Stops the file with `err` (-ECANCELED for a cancel): its streams stop,
+ * its operations are cancelled, and it finishes once they drained. */
+void sstf__file_abort(struct sstf_engine *e, struct sstf__file *f, int err);
+/* A completion on f's slot. */
+void sstf__file_on_cqe(struct sstf_engine *e, struct sstf__file *f, enum sstf__op op,
+                       unsigned aux, int res);
+/* Moves f forward after any event; finishes it once nothing is pending. */
+void sstf__file_step(struct sstf_engine *e, struct sstf__file *f);
+/* A buffer may be free again: goes on with a paused CHECK read. */
+void sstf__file_resume_check(struct sstf_engine *e, struct sstf__file *f);
+/* Drops the buffers held past f's frontier (a fall back to one stream):
+ * each goes back to the pool once its write has landed. */
+void sstf__file_drop_held(struct sstf_engine *e, struct sstf__file *f);
 
 /* ------------------------------------------------------------------------ */
-/* http.c */
-
-int sstf__http_init(struct sstf_engine *e);
-void sstf__http_fini(struct sstf_engine *e);
-int sstf__http_start(struct sstf_engine *e, struct sstf__xfer *x);
-/* Detaches x from curl, or ends its retry wait. */
-void sstf__http_stop(struct sstf_engine *e, struct sstf__xfer *x);
-void sstf__http_resume(struct sstf_engine *e, struct sstf__xfer *x);
-void sstf__http_on_cqe(struct sstf_engine *e, struct sstf__slot *s,
-                       enum sstf__op op, int res);
-void sstf__http_on_timer(struct sstf_engine *e, int res);
-/*
- * Runs curl's timeout and restarts transfers whose retry backoff ended, when
- * due; arms the ring timer for the next of those deadlines.
+/* stream.c: streams
+ *
+ * A stream is one slot, one source and one byte range at a time: a part of
+ * its file, [start, end), of which [start, pos) was accepted. When a part
+ * is done the stream takes the file's next one; when none is left it
+ * detaches (the file's first stream stays until the file ends, so that a
+ * fetch-again or a fall back to one stream always has one). An attempt is
+ * one request of the source; a failed attempt is retried on the rest of
+ * the part, on the next mirror when the failure allows, after a backoff
+ * on the timer heap.
  */
-void sstf__http_tick(struct sstf_engine *e);
-/* Hands finished transfers (curl_multi_info_read) to their sinks, and
- * clears curl_ran. */
-void sstf__http_collect(struct sstf_engine *e);
+enum sstf__wait {
+	SSTF__WAIT_NONE,
+	SSTF__WAIT_BUFFER, /* on the engine's pause list: buffers or window */
+	SSTF__WAIT_RATE,   /* on the pause list: tokens of the rate limit */
+	SSTF__WAIT_TIMER,  /* on the timer heap: a retry's backoff */
+	SSTF__WAIT_DRAIN,  /* idle until its file's writes drained */
+};
+
+struct sstf__stream {
+	struct sstf_engine *engine;
+	struct sstf__slot *slot;      /* STREAM slot */
+	uint32_t index;               /* fixed; a source keys its own state
+	                                 per stream on it */
+	struct sstf__file *file;      /* NULL when free */
+	struct sstf__stream *file_next;
+	const struct sstf__source_ops *src; /* of the current attempt */
+	unsigned mirror;              /* index of the URL it fetches from */
+	uint32_t missing;             /* mirrors that said "not found" */
+	uint64_t start, pos, end;     /* the part, and the next byte due */
+	uint64_t skip;                /* body bytes to drop first: a whole
+	                                 body sent for a ranged request */
+	bool ranged;                  /* the attempt asks for [pos, end) */
+	bool attempt;                 /* the source runs an attempt */
+	bool primary;                 /* the file's first stream */
+	enum sstf__wait wait;
+	uint64_t wake_ns;             /* SSTF__WAIT_TIMER: when */
+	uint32_t heap_index;          /* its place on the timer heap */
+	size_t need;                  /* SSTF__WAIT_RATE: tokens it needs */
+	int cur_buf;                  /* buffer being filled, -1 if none */
+	uint32_t cur_len;
+	unsigned retries;             /* attempts after the first, this part */
+	unsigned tries;               /* attempts after the first, in all */
+	struct sstf__stream *pause_prev, *pause_next;
+};
+
+/* What the source reports when an attempt ends. */
+struct sstf__src_end {
+	int err;                 /* 0: the range was delivered in full (or
+	                            the body ended: a short one is checked) */
+	bool transient;          /* another attempt may well succeed */
+	bool not_found;          /* this URL has no such object: another
+	                            mirror may */
+	bool whole_body;         /* a ranged request was answered with the
+	                            whole object: the origin ignores Range */
+	uint64_t retry_after_ms; /* the origin asked to wait this long */
+	int status;              /* protocol status (HTTP), 0 if none */
+	const char *detail;      /* why, for the file result; copied */
+};
+
+/*
+ * Accepts `len` bytes of a stream's body. Returns 0 when all were taken,
+ * 1 when the source must pause (nothing was taken; the same bytes come
+ * again after ops->resume), -1 when the stream must stop (its file
+ * failed, or the bytes overran the part: the attempt is ended for the
+ * source, which only has to stop).
+ */
+int sstf__stream_data(struct sstf_engine *e, struct sstf__stream *s, const void *data,
+                      size_t len);
+/*
+ * For sources that read straight into the pool: a buffer for the next
+ * bytes of s, *len the most it may hold. -1 when s must wait (it is paused,
+ * and ops->resume comes later). Hand it back with sstf__stream_filled().
+ */
+int sstf__stream_buffer(struct sstf_engine *e, struct sstf__stream *s, uint32_t *len);
+/* `len` bytes were read into buffer idx (0: the source has no more). */
+void sstf__stream_filled(struct sstf_engine *e, struct sstf__stream *s, int idx,
+                         uint32_t len);
+/* The attempt ended; never called from inside ops->start or ops->stop. */
+void sstf__stream_end(struct sstf_engine *e, struct sstf__stream *s,
+                      const struct sstf__src_end *end);
+/* The URL of s's current mirror, valid until the next call for its gen. */
+const char *sstf__stream_url(const struct sstf__stream *s);
+/* s's file's expected size. */
+uint64_t sstf__stream_file_size(const struct sstf__stream *s);
+
+/* Attaches free stream s to f for the file's next part, or for its first
+ * part as its primary stream; starts it. */
+void sstf__stream_attach(struct sstf_engine *e, struct sstf__stream *s, struct sstf__file *f,
+                         bool primary);
+/* Starts an attempt of each stream of f that has a part and is idle: after
+ * start, a fetch-again or a fall back to one stream. */
+void sstf__stream_run(struct sstf_engine *e, struct sstf__stream *s);
+/* Stops s for good (its file ends): the attempt, any wait, its buffer. */
+void sstf__stream_stop(struct sstf_engine *e, struct sstf__stream *s);
+/* Frees a stopped stream's slot, now or when its operations drained. */
+void sstf__stream_release(struct sstf_engine *e, struct sstf__stream *s);
+/* A completion on s's slot: its source's. */
+void sstf__stream_on_cqe(struct sstf_engine *e, struct sstf__stream *s, enum sstf__op op,
+                         unsigned aux, int res);
+/* Resumes paused streams that can now go on; returns the earliest time a
+ * stream waiting for tokens can go on, 0 if none waits. */
+uint64_t sstf__stream_resume_paused(struct sstf_engine *e);
+/* Starts a fallen-back file's one stream at its frontier, once every
+ * write of the file has landed. */
+void sstf__stream_restart(struct sstf_engine *e, struct sstf__stream *s);
+/* Queues s (idle: a CHECK read of its file) for a free buffer. */
+void sstf__stream_wait_buffer(struct sstf_engine *e, struct sstf__stream *s);
+/* Seeds the backoff jitter. */
+void sstf__stream_seed(struct sstf_engine *e);
+/* A stream's backoff ended (timer heap). */
+void sstf__stream_on_timer(struct sstf_engine *e, struct sstf__stream *s);
+/* True when s's next buffer would be at its file's hash frontier. */
+bool sstf__stream_at_frontier(const struct sstf__stream *s);
 
 /* ------------------------------------------------------------------------ */
-/* filesrc.c */
+/* The source interface (sources.c holds the table)
+ *
+ * One ops table per source, as fio's ioengine_ops and curl's protocol
+ * handlers. The engine calls them on the loop thread only. A source
+ * delivers bytes with sstf__stream_data() (or sstf__stream_buffer() and
+ * sstf__stream_filled() to read straight into the pool) and ends each
+ * attempt with exactly one sstf__stream_end(), after start() returned 0.
+ * Ring operations it submits for a stream are tagged with the stream's
+ * slot (sstf__ring_tag) and come back through on_cqe; a stream whose
+ * attempt was stopped keeps its slot until they have.
+ */
+struct sstf__source_ops {
+	const char *name;             /* for messages */
+	const char *const *schemes;   /* URL schemes it serves, NULL-ended */
+	/* Once per engine, before the loop starts, and after it ended. */
+	int (*init)(struct sstf_engine *e);
+	void (*fini)(struct sstf_engine *e);
+	/* Starts an attempt of stream s: bytes [s->pos, s->end) of the
+	 * object at `url`, asking for that range when s->ranged (otherwise
+	 * the whole object, of which sstf__stream_data drops s->skip bytes).
+	 * Returns 0, or a negative error with why in s->file->detail. */
+	int (*start)(struct sstf_engine *e, struct sstf__stream *s, const char *url);
+	/* Stops the attempt at once; no sstf__stream_end follows. Ring
+	 * operations in flight still complete (on_cqe), after which the
+	 * source must not touch the stream's bytes. */
+	void (*stop)(struct sstf_engine *e, struct sstf__stream *s);
+	/* A paused stream may go on. */
+	void (*resume)(struct sstf_engine *e, struct sstf__stream *s);
+	/* A completion of an operation the source tagged with s's slot. */
+	void (*on_cqe)(struct sstf_engine *e, struct sstf__stream *s, enum sstf__op op,
+	               unsigned aux, int res);
+	/* Optional, for sources with machinery of their own (curl):
+	 * completions on SOCK slots they allocated with src set to them; */
+	void (*on_slot_cqe)(struct sstf_engine *e, struct sstf__slot *slot, enum sstf__op op,
+	                    int res);
+	/* run on every pass of the loop (timers due, finished attempts); */
+	void (*run)(struct sstf_engine *e, uint64_t now);
+	/* true when run() has work now, without waiting for a completion
+	 * (invariant 9); */
+	bool (*ready)(struct sstf_engine *e);
+	/* when run() must be called next at the latest, 0: no deadline. */
+	uint64_t (*deadline)(struct sstf_engine *e);
+};
 
-int sstf__filesrc_start(struct sstf_engine *e, struct sstf__xfer *x);
-void sstf__filesrc_stop(struct sstf_engine *e, struct sstf__xfer *x);
-void sstf__filesrc_resume(struct sstf_engine *e, struct sstf__xfer *x);
-void sstf__filesrc_on_read(struct sstf_engine *e, struct sstf__xfer *x,
-                           unsigned buf, int res);
+#define SSTF__MAX_SOURCES 8
+
+/* The sources, NULL-ended: http, file, and those added for tests. */
+extern const struct sstf__source_ops *sstf__sources[SSTF__MAX_SOURCES + 1];
+/* The source serving url's scheme, NULL when none does. */
+const struct sstf__source_ops *sstf__source_for_url(const char *url);
+/*
+ * Adds a source (and its schemes to the URL scheme table) for engines made
+ * from now on. Not thread-safe: call it before any engine exists. Tests
+ * use it for the memory source. Returns 0, -ENOSPC or -EEXIST.
+ */
+int sstf__source_add(const struct sstf__source_ops *ops);
+
+extern const struct sstf__source_ops sstf__http_source;
+extern const struct sstf__source_ops sstf__file_source;
+
+/* ------------------------------------------------------------------------ */
+/* timers.c: the timer heap and the ring timer */
+
+struct sstf__timers {
+	struct sstf__stream **heap; /* min-heap on wake_ns */
+	uint32_t n, cap;
+	uint64_t armed_ns;          /* deadline of the ring timeout, 0: none */
+	bool removing;              /* a timeout remove is in flight */
+	struct __kernel_timespec ts;
+};
+
+int sstf__timers_init(struct sstf__timers *t, const struct sstf_allocator *a, uint32_t cap);
+void sstf__timers_fini(struct sstf__timers *t, const struct sstf_allocator *a);
+/* Puts s on the heap to wake at s->wake_ns (O(log n)). */
+void sstf__timer_add(struct sstf__timers *t, struct sstf__stream *s);
+/* Takes s off the heap (O(log n)). */
+void sstf__timer_remove(struct sstf__timers *t, struct sstf__stream *s);
+/* Wakes the streams whose time has come. */
+void sstf__timers_run(struct sstf_engine *e, uint64_t now);
+/* Arms the ring timeout for the earliest of the heap, the sources'
+ * deadlines and `also` (0: none). */
+void sstf__timers_arm(struct sstf_engine *e, uint64_t also);
+/* The ring timeout completed. */
+void sstf__timers_on_cqe(struct sstf_engine *e, enum sstf__op op, int res);
+
+/* ------------------------------------------------------------------------ */
+/* rate.c: the engine-wide token bucket */
+
+struct sstf__rate {
+	_Atomic uint64_t want;  /* bytes/s asked for, any thread; 0: none */
+	_Atomic bool changed;   /* sstf_set_rate() ran since the last look */
+	uint64_t rate;          /* bytes/s in force, loop-owned */
+	uint64_t burst;
+	uint64_t tokens;
+	uint64_t last_ns;       /* last refill */
+	size_t min_burst;       /* the largest single delivery */
+};
+
+void sstf__rate_init(struct sstf__rate *r, uint64_t rate, size_t min_burst);
+/* Sets the rate from any thread; the loop applies it on its next look. */
+void sstf__rate_set(struct sstf__rate *r, uint64_t rate);
+/* Takes n tokens (all or none). Returns 0, or the time at which n tokens
+ * will be there (monotonic ns). */
+uint64_t sstf__rate_take(struct sstf__rate *r, size_t n, uint64_t now);
+/* True when a limit is in force. */
+bool sstf__rate_limited(struct sstf__rate *r);
 
 /* ------------------------------------------------------------------------ */
 /* ring.c */
@@ -567,7 +809,7 @@ void sstf__ring_tag(struct io_uring_sqe *sqe, struct sstf__slot *s,
 /* engine.c */
 
 #define SSTF__CTL_EVENTFD 0
-#define SSTF__CTL_TIMER 1
+#define SSTF__CTL_TIMER 1 /* the ring timer (timers.c) */
 #define SSTF__NCTL 2
 
 struct sstf_engine {
@@ -594,33 +836,37 @@ struct sstf_engine {
 	unsigned ring_flags;
 	uint64_t efd_value;
 	struct sstf__slots slots;
-	struct sstf__xfer *xfers;
-	uint32_t nxfers;
+	struct sstf__file *files;     /* one per FILE slot */
+	struct sstf__stream *streams; /* one per STREAM slot */
+	uint32_t nfiles, nstreams;
 	struct sstf__pool pool;
-	CURLM *multi;
-	uint64_t timer_deadline_ns; /* 0: curl wants no timeout */
-	uint64_t timer_armed_ns;    /* deadline of the timer op, 0 if none */
-	bool timer_removing;
-	struct __kernel_timespec timer_ts;
+	struct sstf__timers timers;
+	struct sstf__rate rate;
+	uint64_t part_size;          /* bytes of one part of a split file */
 	struct sstf__gen *run_head, *run_tail;
-	struct sstf__xfer *pause_head, *pause_tail;
-	unsigned retry_waiting; /* transfers with retry_wait set */
+	struct sstf__stream *pause_head, *pause_tail;
+	struct sstf__file *grow_head, *grow_tail; /* files wanting streams */
 	bool stopping;
-	/* Invariant 9: the loop sleeps only when both are false. */
-	bool curl_ran;      /* curl ran since the last collect: a transfer may
-	                       have ended, its DONE message not yet read */
+	/* Invariant 9: the loop sleeps only when this is false and no source
+	 * is ready. */
 	bool local_command; /* a callback queued a submit or cancel */
+	void *src_state[SSTF__MAX_SOURCES]; /* each source's own, by table index */
+	uint64_t rng;       /* backoff jitter (stream.c) */
 
 	_Atomic uint64_t cancels;
 	_Atomic uint64_t retries;
 	_Atomic uint64_t buffers_peak;
 };
 
+/* The index of ops in sstf__sources, for e->src_state. */
+unsigned sstf__source_index(const struct sstf__source_ops *ops);
+
+/* A file of g reached its end; updates counters and calls on_file_done. */
+void sstf__engine_file_done(struct sstf_engine *e, struct sstf__file *f, int result);
+/* Takes free stream slots for files on the grow list. */
+void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f);
 /* Called by parts when a generation may have finished its last work. */
 void sstf__engine_gen_check(struct sstf_engine *e, struct sstf__gen *g);
-/* A file of g reached its end; updates counters and calls on_file_done. */
-void sstf__engine_file_done(struct sstf_engine *e, struct sstf__xfer *x,
-                            int result);
 /* Calls g's progress callback when its interval has passed. */
 void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g);
 

@@ -62,20 +62,39 @@ int sstf__name_check(const char *name, size_t len, char *msg, size_t msglen)
 	return 0;
 }
 
-static const struct {
+/* The URL schemes some source serves: the built-in ones, then those of
+ * sources added with sstf__source_add() (tests), each one bit. */
+#define MAX_SCHEMES 16
+static struct {
 	const char *name; /* as written before "://" */
 	unsigned bit;
-} schemes[] = {
+} schemes[MAX_SCHEMES] = {
 	{"http", SSTF__SCHEME_HTTP},
 	{"https", SSTF__SCHEME_HTTPS},
 	{"file", SSTF__SCHEME_FILE},
 };
+static size_t nschemes = 3;
 
-#define NSCHEMES (sizeof(schemes) / sizeof(schemes[0]))
+unsigned sstf__scheme_add(const char *name)
+{
+	for (size_t i = 0; i < nschemes; i++)
+		if (strcasecmp(schemes[i].name, name) == 0)
+			return schemes[i].bit;
+	if (nschemes == MAX_SCHEMES)
+		return 0;
+	schemes[nschemes].name = name;
+	schemes[nschemes].bit = 1u << nschemes;
+	return schemes[nschemes++].bit;
+}
+
+unsigned sstf__scheme_all(void)
+{
+	return (1u << nschemes) - 1;
+}
 
 unsigned sstf__url_scheme(const char *url)
 {
-	for (size_t i = 0; i < NSCHEMES; i++) {
+	for (size_t i = 0; i < nschemes; i++) {
 		size_t n = strlen(schemes[i].name);
 		if (strncasecmp(url, schemes[i].name, n) == 0 && strncmp(url + n, "://", 3) == 0)
 			return schemes[i].bit;
@@ -85,7 +104,7 @@ unsigned sstf__url_scheme(const char *url)
 
 const char *sstf__scheme_name(unsigned bit)
 {
-	for (size_t i = 0; i < NSCHEMES; i++)
+	for (size_t i = 0; i < nschemes; i++)
 		if (schemes[i].bit == bit)
 			return schemes[i].name;
 	return "?";
@@ -109,8 +128,8 @@ int sstf__protocols_parse(const char *list, unsigned *mask, char *msg,
 			wn--;
 		unsigned bit = 0;
 		if (wn == 3 && strncasecmp(w, "all", 3) == 0)
-			bit = SSTF__SCHEME_ALL;
-		for (size_t i = 0; i < NSCHEMES && !bit; i++)
+			bit = sstf__scheme_all();
+		for (size_t i = 0; i < nschemes && !bit; i++)
 			if (strlen(schemes[i].name) == wn && strncasecmp(w, schemes[i].name, wn) == 0)
 				bit = schemes[i].bit;
 		if (!bit) {

@@ -71,7 +71,7 @@ uint64_t sstf__name_hash(const char *name)
 	return XXH3_64bits(name, strlen(name));
 }
 
-int sstf__record_verified_set(int fd, const struct sstf__file *f)
+int sstf__record_verified_set(int fd, const struct sstf__entry *f)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
@@ -92,7 +92,7 @@ int sstf__record_verified_set(int fd, const struct sstf__file *f)
 }
 
 bool sstf__record_verified_matches(int fd, const struct stat *st,
-                                   const struct sstf__file *f)
+                                   const struct sstf__entry *f)
 {
 	struct verified_rec r;
 	ssize_t n = fgetxattr(fd, SSTF__XATTR_VERIFIED, &r, sizeof(r));
@@ -129,7 +129,7 @@ int sstf__record_verified_get(int fd, struct sstf__partial *out)
 	return 0;
 }
 
-int sstf__record_partial_set(int fd, const struct sstf__file *f, uint64_t offset,
+int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offset,
                              const XXH3_state_t *state)
 {
 	struct partial_rec r;
@@ -171,7 +171,7 @@ int sstf__record_partial_get(int fd, struct sstf__partial *out)
 	return 0;
 }
 
-bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__file *f,
+bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__entry *f,
                         uint64_t name_hash, bool direct)
 {
 	if (p->name_hash != name_hash || p->size != f->size || p->kind != f->kind ||

@@ -84,6 +84,37 @@
  * sstf_config.disk_reserve. When it does not fit, sstf_submit() fails with
  * -ENOSPC and errbuf gives both numbers. A disk that fills up later still
  * fails the files it hits cleanly (-ENOSPC, nothing published).
+ *
+ * Compatibility of the structs. struct sstf_config, struct sstf_file and
+ * struct sstf_batch are passed from the caller to the library, so their size
+ * and layout are part of the ABI. Each ends in a `reserved` array, as
+ * io_uring_params does: new fields are only ever carved out of it, so the
+ * size of these structs never changes within a major version, and a program
+ * built against an older header passes zeros where a newer library reads
+ * new fields, and zero always means "the default" or "none". The library
+ * refuses (-EINVAL, or -SSTF_EBADENTRY for a file) a struct whose reserved
+ * words are not zero, so a newer program does not run silently against a
+ * library that would ignore what it asked for. Always zero these structs
+ * ({0} or memset) before setting fields. Structs the library hands to
+ * callbacks (sstf_file_result, sstf_progress, sstf_stats) only grow at
+ * their end; read only the fields your header knows.
+ *
+ * Ranged streams. A file of at least sstf_config.split_min bytes is fetched
+ * over up to sstf_config.split streams at once, each a ranged request for
+ * one part of the file at a time, with its writes landing at their offsets.
+ * The digest is still one in-order pass over the file: parts that arrive
+ * ahead of the hashed prefix are written and held in the buffer pool until
+ * the prefix reaches them, and streams that run too far ahead pause. An
+ * origin that answers a ranged request with the whole body (200, not 206)
+ * gets one plain stream for that file. A stream that fails retries only the
+ * rest of its own part.
+ *
+ * Mirrors. A file may list several URLs (sstf_file.urls). An attempt that
+ * fails for a transient reason, or with 404 on one mirror, moves to the next
+ * one and continues at the same offset, with the same hash state; split
+ * streams start on different mirrors to spread the load. The file result
+ * says how many bytes each mirror served. Content that differs between
+ * mirrors fails the digest like any other corruption.
  */
 #ifndef SSTFETCH_H
 #define SSTFETCH_H
@@ -171,6 +202,10 @@ enum sstf_switch {
 #define SSTF_MAX_BUFFERS 4095
 #define SSTF_DEFAULT_DISK_RESERVE ((uint64_t)64 * 1024 * 1024)
 #define SSTF_DEFAULT_CHECKPOINT_BYTES ((uint64_t)8 * 1024 * 1024)
+#define SSTF_DEFAULT_SPLIT 8
+#define SSTF_MAX_SPLIT 64
+#define SSTF_DEFAULT_SPLIT_MIN ((uint64_t)64 * 1024 * 1024)
+#define SSTF_MAX_MIRRORS 16
 
 /* What to do with a file already present under its final name. */
 enum sstf_existing {
@@ -217,13 +252,22 @@ struct sstf_config {
 	unsigned low_speed_time_s;    /* ... for this many seconds fails; 30 */
 	unsigned progress_interval_ms; /* least time between two progress
 	                                  callbacks of one generation; 250 */
-	int max_retries;              /* retries per file after a transient
+	int max_retries;              /* retries per stream after a transient
 	                                 failure (connection error, timeout,
 	                                 HTTP 408/429/5xx); 0: 3, negative:
 	                                 none. A retry resumes at the first
 	                                 byte not yet received (an HTTP range
-	                                 request), keeping the hash state, after
-	                                 a backoff of 100 ms doubling to 5 s.
+	                                 request), keeping the hash state: on
+	                                 the next mirror at once when the file
+	                                 has several URLs, else after the
+	                                 origin's Retry-After (seconds or an
+	                                 HTTP-date; more than 60 s fails the
+	                                 file at once, saying so), else after a
+	                                 backoff drawn uniformly from 0 to
+	                                 min(5 s, 100 ms * 2^n) ("full jitter",
+	                                 so a fleet does not retry in step). A
+	                                 404 is not retried, but moves to the
+	                                 next mirror that has not answered 404.
 	                                 A file whose digest does not match is
 	                                 fetched again from its first byte once,
 	                                 counted as a retry (a flipped bit can
@@ -260,6 +304,17 @@ struct sstf_config {
 	uint64_t checkpoint_bytes;    /* bytes between two checkpoints; a
 	                                 multiple of buf_size, rounded up;
 	                                 0: 8 MiB */
+	unsigned split;               /* most streams one file is fetched over
+	                                 at once (see "Ranged streams"), 1 to
+	                                 SSTF_MAX_SPLIT; 0: 8. Streams count
+	                                 against max_transfers like files. */
+	uint64_t split_min;           /* files shorter than this take one
+	                                 stream; 0: 64 MiB */
+	uint64_t rate;                /* engine-wide limit on bytes received
+	                                 per second, all generations together;
+	                                 0: none. Change it at any time with
+	                                 sstf_set_rate(). */
+	uint64_t reserved[8];         /* must be zero (see "Compatibility") */
 };
 
 /*
@@ -331,6 +386,12 @@ struct sstf_file {
 	 * xxhsum prints: 16 digits for XXH3, 32 for XXH128. Ignored for
 	 * SSTF_DIGEST_NONE. */
 	const char *digest_hex;
+	/* Mirrors: nurls URLs of the same content, in order of preference
+	 * (at most SSTF_MAX_MIRRORS), each under the same rules as url.
+	 * When nurls > 0, url must be NULL. See "Mirrors". */
+	const char *const *urls;
+	size_t nurls;
+	uint64_t reserved[4]; /* must be zero (see "Compatibility") */
 };
 
 /* What became of one file, as given to the file-done callback. */
@@ -340,7 +401,10 @@ struct sstf_file_result {
 	int result;           /* 0: published and verified; else an error */
 	int http_status;      /* last HTTP status, 0 for file:// or none */
 	uint64_t bytes;       /* bytes received from the source by this
-	                         generation (a resumed prefix not counted) */
+	                         generation for the copy that stands (a
+	                         resumed prefix not counted; after a digest
+	                         mismatch, the last fetch only; mirror_bytes
+	                         counts every byte each URL served) */
 	uint64_t ttfb_ns;     /* start of the transfer to its first byte */
 	uint64_t fetch_ns;    /* start of the transfer to publish or failure */
 	unsigned retries;     /* retries this file took */
@@ -352,6 +416,11 @@ struct sstf_file_result {
 	uint64_t resumed_from; /* > 0: the fetch continued a crashed
 	                          writer's partial file from this offset;
 	                          `bytes` counts only what was received */
+	unsigned streams;     /* most streams the file ran on at once */
+	unsigned nmirrors;    /* entries in mirror_bytes: the file's URLs */
+	const uint64_t *mirror_bytes; /* bytes each URL served, in the
+	                                 order of sstf_file.urls (or the one
+	                                 url); valid during the callback */
 };
 
 /* A snapshot of a generation's progress. */
@@ -410,6 +479,7 @@ struct sstf_batch {
 	 * entry at file:///etc/passwd); every supported scheme when it is
 	 * not (then every URL is the caller's own). */
 	const char *protocols;
+	uint64_t reserved[8]; /* must be zero (see "Compatibility") */
 };
 
 /*
@@ -521,6 +591,17 @@ struct sstf_stats {
  * Copies the engine-wide counters into *out. Returns 0. Any thread.
  */
 SSTF_API int sstf_stats(sstf_engine *engine, struct sstf_stats *out);
+
+ /*
+ * Sets the engine-wide rate limit (sstf_config.rate) to bytes_per_s bytes
+ * received per second, 0 for none. Takes effect within 100 ms: the tokens
+ * already saved up are cut to the new burst at once, and the loop is woken.
+ * The burst is a tenth of a second at the rate, and at least one buffer
+ * (sstf_config.buf_size) and 256 KiB, so that any single delivery fits.
+ * Streams waiting for tokens pause, as they do for buffers. Returns 0, or
+ * -EINVAL for a NULL engine. Any thread, including callbacks.
+ */
+SSTF_API int sstf_set_rate(sstf_engine *engine, uint64_t bytes_per_s);
 
 /* ------------------------------------------------------------------------ */
 /* Digests                                                                  */

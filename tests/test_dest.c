@@ -328,7 +328,7 @@ static void crashed_writer(size_t i, uint64_t offset, bool corrupt)
 	cr_assert_eq(ds_write_file(tmp, buf, offset), 0);
 	int fd = open(tmp, O_RDWR | O_CLOEXEC);
 	cr_assert_geq(fd, 0);
-	struct sstf__file f = {.name = ds.files[i].name, .size = ds.files[i].size,
+	struct sstf__entry f = {.name = ds.files[i].name, .size = ds.files[i].size,
 	                       .kind = SSTF_DIGEST_XXH3};
 	cr_assert_eq(sstf__digest_parse(SSTF_DIGEST_XXH3, ds.files[i].xxh3, &f.digest), 0);
 	int r = sstf__record_partial_set(fd, &f, offset, st);
@@ -412,7 +412,7 @@ static void whole_temporary_case(enum sstf_existing existing)
 	cr_assert_eq(system(cmd), 0);
 	int fd = open(tmp, O_RDWR | O_CLOEXEC);
 	cr_assert_geq(fd, 0);
-	struct sstf__file f = {.name = ds.files[i].name, .size = ds.files[i].size,
+	struct sstf__entry f = {.name = ds.files[i].name, .size = ds.files[i].size,
 	                       .kind = SSTF_DIGEST_XXH3};
 	cr_assert_eq(sstf__digest_parse(SSTF_DIGEST_XXH3, ds.files[i].xxh3, &f.digest), 0);
 	int r = sstf__record_verified_set(fd, &f);

@@ -473,7 +473,8 @@ Test(faults, http_503_always_fails_with_ehttp_once_retries_run_out)
 	int res = fetch(eng, F_SMALL, SSTF_DIGEST_XXH3, &r);
 	cr_expect_eq(res, -SSTF_EHTTP, "%d: %s", res, sstf_strerror(res));
 	cr_expect_eq(r.http_status, 503, "status %d", r.http_status);
-	cr_expect_str_eq(r.detail, "HTTP 503");
+	/* The detail says the budget ran out, not just the last status. */
+	cr_expect_str_eq(r.detail, "HTTP 503 (gave up after 1 retry)");
 	expect_retries(eng, &r, 1);
 	cr_expect_eq(requests(F_SMALL), 2, "%u requests", requests(F_SMALL));
 	cr_expect_eq(r.bytes, 0, "%" PRIu64 " bytes", r.bytes);
@@ -541,9 +542,9 @@ static void require_user_xattrs(void)
 }
 
 /* File i as the engine keeps it, for sstf__partial_fits(). */
-static struct sstf__file file_meta(size_t i)
+static struct sstf__entry file_meta(size_t i)
 {
-	struct sstf__file f = {.name = ds.files[i].name, .size = ds.files[i].size,
+	struct sstf__entry f = {.name = ds.files[i].name, .size = ds.files[i].size,
 	                       .kind = SSTF_DIGEST_XXH3};
 	cr_assert_eq(sstf__digest_parse(SSTF_DIGEST_XXH3, ds.files[i].xxh3, &f.digest), 0);
 	return f;
@@ -697,7 +698,7 @@ Test(faults, engine_checkpoint_survives_a_crash_and_is_resumed)
 	struct sstf__partial seen;
 	wait_checkpoint(a, gen, stall_at / BUF * BUF, tmp, sizeof(tmp), &seen);
 	struct sstf__partial p = plant_crashed_copy(tmp);
-	struct sstf__file f = file_meta(F_BIG);
+	struct sstf__entry f = file_meta(F_BIG);
 	cr_expect(sstf__partial_fits(&p.key, &f, sstf__name_hash(f.name), true),
 	          "the checkpoint (offset %" PRIu64 ", size %" PRIu64 ") is not this file's, "
 	          "or cannot be resumed with O_DIRECT",

@@ -123,6 +123,39 @@ Test(loop, transfer_finished_inside_curl_timer_is_collected, .init = fixture_ini
 }
 
 /*
+ * With one transfer, a file that fails inside the sources' last run of a
+ * pass frees the only slot after the pass started files: the next file
+ * must start before the loop sleeps. The stress test found this one.
+ */
+Test(loop, file_failing_in_the_last_pass_lets_the_next_one_start, .init = fixture_init,
+     .fini = fixture_fini)
+{
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_retries = -1;
+	cfg.max_transfers = 1;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	struct sstf_file f[3] = {
+		{.name = "a", .url = "http://127.0.0.1:99999/a", .size = 10},
+		{.name = "b", .url = "http://127.0.0.1:99999/b", .size = 10},
+		{.name = "c", .url = "http://127.0.0.1:99999/c", .size = 10},
+	};
+	struct one o = {0};
+	struct sstf_batch b = {
+		.dest_dir = dest, .files = f, .nfiles = 3, .on_file_done = one_file_done, .user = &o,
+	};
+	uint64_t gen;
+	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
+	int res = sstf_wait(eng, gen, WAIT_MS);
+	cr_assert_neq(res, -ETIMEDOUT, "the loop slept with a file waiting for a free slot "
+	                               "(%d of 3 files reported)", atomic_load(&o.calls));
+	cr_expect_eq(res, -SSTF_ETRANSFER);
+	cr_expect_eq(atomic_load(&o.calls), 3);
+	engine_free_checked(eng);
+}
+
+/*
  * The operator's report: `unshare -n sstfetch ... --retries=0` never
  * returned. In a new network namespace even loopback is down, so connect()
  * fails at once with ENETUNREACH, inside curl's timer. Needs CAP_SYS_ADMIN

@@ -17,7 +17,7 @@ static struct sstf__slots t;
 
 static void setup(void)
 {
-	cr_assert_eq(sstf__slots_init(&t, &libc_alloc, 2, 4, 8), 0);
+	cr_assert_eq(sstf__slots_init(&t, &libc_alloc, 2, 4, 4, 8), 0);
 }
 
 static void teardown(void)
@@ -36,24 +36,24 @@ Test(slots, kinds_have_their_own_runs_and_run_out)
 {
 	struct sstf__slot *x[4];
 	for (int i = 0; i < 4; i++) {
-		x[i] = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 7);
+		x[i] = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 7);
 		cr_assert_not_null(x[i]);
-		cr_assert_eq(x[i]->kind, SSTF__SLOT_XFER);
+		cr_assert_eq(x[i]->kind, SSTF__SLOT_FILE);
 		cr_assert_eq(x[i]->state, SSTF__SLOT_ACTIVE);
 	}
-	cr_assert_null(sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 7),
+	cr_assert_null(sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 7),
 	               "a fifth transfer slot out of four");
 	/* Other kinds are not eaten by the transfers. */
 	cr_assert_not_null(sstf__slot_alloc(&t, SSTF__SLOT_SOCK, NULL, 0));
 	cr_assert_not_null(sstf__slot_alloc(&t, SSTF__SLOT_CTL, NULL, 0));
 	sstf__slot_set_state(&t, x[2], SSTF__SLOT_FREE);
-	struct sstf__slot *again = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 8);
+	struct sstf__slot *again = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 8);
 	cr_assert_eq(again, x[2], "the freed slot is reused");
 }
 
 Test(slots, current_tag_resolves_with_any_op_and_aux)
 {
-	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 42);
+	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 42);
 	uint64_t ud = sstf__tag_op(s->tag, SSTF__OP_WRITE, 17);
 	cr_assert_eq(sstf__slot_resolve(&t, ud), s);
 	cr_assert_eq(sstf__tag_opcode(ud), SSTF__OP_WRITE);
@@ -64,14 +64,14 @@ Test(slots, current_tag_resolves_with_any_op_and_aux)
 
 Test(slots, completion_of_an_old_incarnation_is_stale)
 {
-	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 5);
+	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 5);
 	uint64_t old = sstf__tag_op(s->tag, SSTF__OP_WRITE, 3);
 	sstf__slot_set_state(&t, s, SSTF__SLOT_FREE);
 	/* While the slot is free, its old tag resolves to nothing. */
 	cr_assert_null(sstf__slot_resolve(&t, old));
 	cr_assert_eq(stale(), 1);
 	/* Reused by the same generation id: the sequence still tells. */
-	struct sstf__slot *s2 = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 5);
+	struct sstf__slot *s2 = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 5);
 	cr_assert_eq(s2, s);
 	cr_assert_neq(s2->tag, old & SSTF__TAG_ID_MASK);
 	cr_assert_null(sstf__slot_resolve(&t, old));
@@ -81,7 +81,7 @@ Test(slots, completion_of_an_old_incarnation_is_stale)
 
 Test(slots, completion_of_another_generation_is_stale)
 {
-	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 9);
+	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 9);
 	uint64_t forged = s->tag ^ ((uint64_t)1 << SSTF__TAG_GEN_SHIFT);
 	cr_assert_null(sstf__slot_resolve(&t, forged));
 	cr_assert_eq(stale(), 1);
@@ -100,7 +100,7 @@ Test(slots, index_past_the_table_is_stale_not_followed)
 Test(slots, inflight_counts_on_slot_and_generation)
 {
 	struct sstf__gen g = {0};
-	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_XFER, &g, 1);
+	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_FILE, &g, 1);
 	sstf__slot_op_begin(s);
 	sstf__slot_op_begin(s);
 	cr_assert_eq(s->inflight, 2);
@@ -118,7 +118,7 @@ Test(slots, inflight_counts_on_slot_and_generation)
 /* The one door refuses to free a slot with work in flight. */
 Test(slots, freeing_with_work_in_flight_aborts, .signal = SIGABRT)
 {
-	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_XFER, NULL, 1);
+	struct sstf__slot *s = sstf__slot_alloc(&t, SSTF__SLOT_FILE, NULL, 1);
 	sstf__slot_op_begin(s);
 	sstf__slot_set_state(&t, s, SSTF__SLOT_FREE);
 }
