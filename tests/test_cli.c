@@ -5,11 +5,15 @@
  * itself (--gen-dataset). Job files with [global] and two jobs, command-line
  * overrides, the JSON and terse reports checked against the dataset,
  * cancel_at=50, usage errors (exit 2, naming the option or entry, nothing
- * created), a corrupted origin file failing alone (exit 1), seeded
- * datasets that repeat byte for byte, and the streaming manifest loader:
- * keys in any order, unknown keys of every type, manifests longer than its
- * read window, syntax errors with their line, column and byte, duplicate
- * top-level keys, the 64 KiB entry cap and every entry check's message.
+ * created), rate, split and split_min with fio's sizes on the command line
+ * and in job files and their bad values, a corrupted origin file failing
+ * alone (exit 1), seeded datasets that repeat byte for byte, the streaming
+ * manifest loader: keys in any order, unknown keys of every type,
+ * manifests longer than its read window, syntax errors with their line,
+ * column and byte, duplicate top-level keys, the 64 KiB entry cap and every
+ * entry check's message, "urls" among them; and mirrors: a dead first URL
+ * with every byte from the second, sixteen URLs, all of them dead, and the
+ * report's bytes per URL (these last three need the engine's mirrors).
  *
  * The tool runs through support/tool.h, which captures its stdout and
  * stderr; a sanitizer report in the tool's stderr fails the test whatever
@@ -388,7 +392,8 @@ Test(cli, bad_options_exit_2_and_name_the_option)
 		{"--parallel=abc", "--parallel=abc", "integer"},
 		{"--bs=3k", "--bs=3k", "power of two"},
 		{"--verify=md5", "--verify=md5", "xxh128"},
-		{"--rate=1m", "--rate", "not supported"},
+		{"--rate=abc", "--rate=abc", "a size from 0 to 1t"},
+		{"--split=65", "--split=65", "from 1 to 64"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct run r;
@@ -416,6 +421,179 @@ Test(cli, bad_options_exit_2_and_name_the_option)
 	cr_assert(strstr(r.err, where), "stderr does not name %s:\n%s", where,
 	          r.err);
 	cr_assert(!ds_exists(dest), "created %s", dest);
+}
+
+/*
+ * The row of --help (in `help`) that starts with `lhs` ("--split=N"), up to
+ * the next option, with every run of blanks and newlines made one space:
+ * the row as one line, however it was wrapped. Fails the test when there is
+ * none.
+ */
+static const char *help_row(const char *help, const char *lhs)
+{
+	char *flat = keep(strdup(help));
+	size_t n = 0;
+	for (const char *p = help; *p; p++) {
+		int blank = *p == ' ' || *p == '\n';
+		if (!blank || (n && flat[n - 1] != ' '))
+			flat[n++] = blank ? ' ' : *p;
+	}
+	flat[n] = '\0';
+	char *row = strstr(flat, fmt(" %s ", lhs));
+	cr_assert_not_null(row, "--help has no %s row:\n%s", lhs, help);
+	char *next = strstr(row + 1, " --");
+	if (next)
+		*next = '\0';
+	return row + 1;
+}
+
+/* The dataset of `n` 4 KiB files in work/set and a file:// source of it,
+ * for runs that only check options. */
+static const char *small_set(size_t n, unsigned long long seed)
+{
+	set_dir = fmt("%s/set", work);
+	gen_dataset(set_dir, n, "4k", seed);
+	return fmt("--source=file://%s", set_dir);
+}
+
+Test(cli, rate_split_and_split_min_take_fio_sizes_on_the_command_line_and_in_job_files)
+{
+	const char *source = small_set(4, 45);
+	const char *manifest = fmt("--manifest=%s/manifest.json", set_dir);
+	const char *dest = fmt("%s/dest", work);
+	const char *dest_arg = fmt("--dest=%s", dest);
+	struct run r;
+
+	/* The defaults, as the report echoes them: no cap, 8 streams from
+	 * 64 MiB up. */
+	RUN(&r, manifest, source, dest_arg, "--output-format=json");
+	expect_exit(&r, 0);
+	json_t *job = report_job(r.out);
+	cr_assert_str_eq(job_opt(job, "rate"), "0");
+	cr_assert_str_eq(job_opt(job, "split"), "8");
+	cr_assert_str_eq(job_opt(job, "split_min"), "67108864");
+	/* No entry has "urls": no mirror summary at all. */
+	cr_assert_null(json_object_get(job, "mirrors"),
+	               "\"mirrors\" without any mirrored file:\n%s", r.out);
+
+	/* fio's rate= is bytes per second, with the size suffixes in powers
+	 * of 1024 ("64m", "64MiB" and "64mb" are all 64 MiB/s). The rates
+	 * are high so that each run stays short whatever the engine's bucket
+	 * holds back: the point here is how the values parse. */
+	static const struct {
+		const char *arg, *want;
+	} rates[] = {
+		{"--rate=64m", "67108864"},
+		{"--rate=64M", "67108864"},
+		{"--rate=64MiB", "67108864"},
+		{"--rate=64mb", "67108864"},
+		{"--rate=65536k", "67108864"},
+		{"--rate=2g", "2147483648"},
+		{"--rate=2GiB", "2147483648"},
+		{"--rate=100000000", "100000000"},
+		{"--rate=0", "0"},
+	};
+	for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+		RUN(&r, manifest, source, dest_arg, "--existing=refetch",
+		    rates[i].arg, "--split=4", "--split_min=1m",
+		    "--output-format=json");
+		expect_exit(&r, 0);
+		job = report_job(r.out);
+		cr_assert_str_eq(job_opt(job, "rate"), rates[i].want, "%s: rate %s",
+		                 rates[i].arg, job_opt(job, "rate"));
+		cr_assert_str_eq(job_opt(job, "split"), "4");
+		cr_assert_str_eq(job_opt(job, "split_min"), "1048576");
+		cr_assert_eq(jint(jobj(job, "files"), "ok"), 4, "%s", r.cmd);
+	}
+
+	/* The same keys in a job file, [global] and the job's own section;
+	 * the command line still wins over both. */
+	const char *jobfile = fmt("%s/rate.fio", work);
+	const char *text = fmt("[global]\nmanifest=%s/manifest.json\n"
+	                       "source=file://%s\nrate=256m\nsplit=2\n"
+	                       "[one]\ndest=%s/one\nsplit_min=128k\n"
+	                       "[two]\ndest=%s/two\nrate=1g\nsplit=64\n",
+	                       set_dir, set_dir, work, work);
+	cr_assert_eq(ds_write_file(jobfile, text, strlen(text)), 0);
+	RUN(&r, "--output-format=json", "--name=two", "--split_min=2m", jobfile);
+	expect_exit(&r, 0);
+	json_t *jobs = report_jobs(parse_json(r.out, "report"), 2);
+	json_t *one = json_array_get(jobs, 0), *two = json_array_get(jobs, 1);
+	cr_assert_str_eq(job_opt(one, "rate"), "268435456");
+	cr_assert_str_eq(job_opt(one, "split"), "2");
+	cr_assert_str_eq(job_opt(one, "split_min"), "131072");
+	cr_assert_str_eq(job_opt(two, "rate"), "1073741824");
+	cr_assert_str_eq(job_opt(two, "split"), "64");
+	cr_assert_str_eq(job_opt(two, "split_min"), "2097152");
+
+	/* --help lists each with its range and default. */
+	RUN(&r, "--help");
+	expect_exit(&r, 0);
+	static const char *const helps[][3] = {
+		{"--rate=BYTES", "from 0 to 1t", "(default: none)"},
+		{"--split=N", "from 1 to 64", "(default: 8)"},
+		{"--split_min=SIZE", "from 1 to 16t", "(default: 64m)"},
+	};
+	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++) {
+		const char *row = help_row(r.out, helps[i][0]);
+		for (size_t k = 1; k < 3; k++)
+			cr_assert(strstr(row, helps[i][k]), "--help's %s row lacks "
+			          "\"%s\": %s", helps[i][0], helps[i][k], row);
+	}
+}
+
+Test(cli, rate_split_and_split_min_bad_values_exit_2_naming_the_option_and_range)
+{
+	const char *source = small_set(2, 46);
+	const char *manifest = fmt("--manifest=%s/manifest.json", set_dir);
+	const char *dest = fmt("%s/dest", work);
+	const char *dest_arg = fmt("--dest=%s", dest);
+
+	static const struct {
+		const char *arg;
+		const char *names; /* as the message must name it */
+		const char *form;  /* the accepted range, as it must state it */
+	} cases[] = {
+		{"--rate=abc", "--rate=abc", "a size from 0 to 1t"},
+		{"--rate=-1", "--rate=-1", "a size from 0 to 1t"},
+		{"--rate=1x", "--rate=1x", "a size from 0 to 1t"},
+		{"--rate=2t", "--rate=2t", "a size from 0 to 1t"},
+		{"--split=0", "--split=0", "a decimal integer from 1 to 64"},
+		{"--split=65", "--split=65", "a decimal integer from 1 to 64"},
+		{"--split=4k", "--split=4k", "a decimal integer from 1 to 64"},
+		{"--split_min=0", "--split_min=0", "a size from 1 to 16t"},
+		{"--split_min=big", "--split_min=big", "a size from 1 to 16t"},
+		{"--split", "--split", "missing value"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct run r;
+		RUN(&r, manifest, source, dest_arg, cases[i].arg);
+		expect_exit(&r, 2);
+		cr_assert(strstr(r.err, cases[i].names),
+		          "%s: stderr does not name %s:\n%s", r.cmd, cases[i].names,
+		          r.err);
+		cr_assert(strstr(r.err, cases[i].form),
+		          "%s: stderr does not say \"%s\":\n%s", r.cmd, cases[i].form,
+		          r.err);
+		cr_assert(!ds_exists(dest), "%s: created %s", r.cmd, dest);
+	}
+
+	/* In a job file: named with the file and the line. */
+	const char *jobfile = fmt("%s/bad.fio", work);
+	static const char *const bad[] = {"split=65", "rate=abc", "split_min=0"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *text = fmt("[global]\nmanifest=%s/manifest.json\n"
+		                       "source=file://%s\n[job]\ndest=%s\n%s\n",
+		                       set_dir, set_dir, dest, bad[i]);
+		cr_assert_eq(ds_write_file(jobfile, text, strlen(text)), 0);
+		struct run r;
+		RUN(&r, jobfile);
+		expect_exit(&r, 2);
+		const char *where = fmt("%s:6: %s", jobfile, bad[i]);
+		cr_assert(strstr(r.err, where), "stderr does not name %s:\n%s", where,
+		          r.err);
+		cr_assert(!ds_exists(dest), "created %s", dest);
+	}
 }
 
 /* Writes a manifest of "ok.sst" and `bad`, with lengths only. */
@@ -960,4 +1138,191 @@ Test(cli, manifest_errors_name_the_entry_and_the_reason)
 		run_manifest(&r, path, fmt("%s/src", work), cases[i].verify);
 		expect_manifest_error(&r, path, cases[i].what);
 	}
+}
+
+/* "urls", the mirror list: every check of the loader names the entry. */
+Test(cli, manifest_urls_errors_name_the_entry)
+{
+	cr_assert_eq(ds_mkdirs(fmt("%s/src", work)), 0);
+	const char *path = fmt("%s/m.json", work);
+	/* 17 URLs: one more than SSTF_MAX_MIRRORS. */
+	char seventeen[1024] = "";
+	for (int k = 0; k < 17; k++)
+		snprintf(seventeen + strlen(seventeen),
+		         sizeof(seventeen) - strlen(seventeen), "%s\"http://m%d/b\"",
+		         k ? ", " : "", k);
+	const char *cases[][2] = {
+		/* Both: which one holds would be a guess. Entry 1, so that
+		 * the message must say which. */
+		{"{\"files\": [{\"name\": \"a\", \"size\": 1, \"urls\": [\"http://x/a\"]},"
+		 " {\"name\": \"b\", \"size\": 1, \"url\": \"http://x/b\","
+		 " \"urls\": [\"http://y/b\", \"http://z/b\"]}]}",
+		 "files[1] (\"b\"): has both \"url\" and \"urls\""},
+		{"{\"files\": [{\"name\": \"b\", \"size\": 1, \"urls\": []}]}",
+		 "files[0] (\"b\"): \"urls\" must be an array of 1 to 16 URL strings, "
+		 "not an empty one"},
+		{"{\"files\": [{\"name\": \"b\", \"size\": 1, \"urls\": \"http://y/b\"}]}",
+		 "files[0] (\"b\"): \"urls\" must be an array of 1 to 16 URL strings"},
+		{"{\"files\": [{\"name\": \"b\", \"size\": 1, \"urls\": null}]}",
+		 "files[0] (\"b\"): \"urls\" must be an array of 1 to 16 URL strings"},
+		{"{\"files\": [{\"name\": \"b\", \"size\": 1,"
+		 " \"urls\": [\"http://y/b\", 7]}]}",
+		 "files[0] (\"b\"): \"urls\"[1] must be a string without NUL bytes"},
+		{"{\"files\": [{\"name\": \"b\", \"size\": 1,"
+		 " \"urls\": [[\"http://y/b\"]]}]}",
+		 "files[0] (\"b\"): \"urls\"[0] must be a string without NUL bytes"},
+		{"{\"files\": [{\"name\": \"b\", \"size\": 1,"
+		 " \"urls\": [\"http://y/b\", \"http://z/\\u0000b\"]}]}",
+		 "files[0] (\"b\"): \"urls\"[1] must be a string without NUL bytes"},
+		{fmt("{\"files\": [{\"name\": \"b\", \"size\": 1, \"urls\": [%s]}]}",
+		     seventeen),
+		 "files[0] (\"b\"): \"urls\" must be an array of 1 to 16 URL strings, "
+		 "got 17"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(ds_write_file(path, cases[i][0], strlen(cases[i][0])), 0);
+		struct run r;
+		run_manifest(&r, path, fmt("%s/src", work), "none");
+		expect_manifest_error(&r, path, cases[i][1]);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* 9. Mirrors: "urls" in the manifest                                       */
+
+/* A port nothing listens on: a connect there fails at once. */
+#define DEAD_BASE "http://127.0.0.1:1"
+
+/*
+ * Writes work/NAME: the dataset's manifest with "urls" in every entry,
+ * base + "/" + the entry's name for each of the n bases, in their order.
+ * Returns its path.
+ */
+static const char *mirrored_manifest(const char *name,
+                                     const char *const *bases, size_t n)
+{
+	json_t *m = parse_json(slurp(fmt("%s/manifest.json", set_dir), NULL),
+	                       "manifest.json");
+	size_t i;
+	json_t *e;
+	json_array_foreach(jget(m, "files"), i, e) {
+		json_t *urls = json_array();
+		cr_assert_not_null(urls);
+		for (size_t k = 0; k < n; k++)
+			cr_assert_eq(json_array_append_new(urls, json_string(fmt("%s/%s",
+			             bases[k], jstr(e, "name")))), 0);
+		cr_assert_eq(json_object_set_new(e, "urls", urls), 0);
+	}
+	const char *path = fmt("%s/%s", work, name);
+	char *text = keep(json_dumps(m, JSON_INDENT(1) | JSON_PRESERVE_ORDER));
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	return path;
+}
+
+/* The report's "mirrors" must be `want` (n byte counts). */
+static void expect_mirrors(json_t *job, const uint64_t *want, size_t n)
+{
+	json_t *mir = jget(job, "mirrors");
+	cr_assert(json_is_array(mir) && json_array_size(mir) == n,
+	          "\"mirrors\" is not an array of %zu", n);
+	for (size_t k = 0; k < n; k++) {
+		json_t *v = json_array_get(mir, k);
+		cr_assert(json_is_integer(v), "mirrors[%zu] not an integer", k);
+		cr_assert_eq((uint64_t)json_integer_value(v), want[k],
+		             "mirrors[%zu] = %" JSON_INTEGER_FORMAT ", expected %"
+		             PRIu64, k, json_integer_value(v), want[k]);
+	}
+}
+
+/* Needs the engine's mirrors (sstf_file.urls, sstf_file_result.mirror_bytes). */
+Test(cli, mirrors_first_url_dead_second_serves_every_byte)
+{
+	uint64_t bytes = serve_dataset(91);
+	const char *const bases[] = {DEAD_BASE, org->base_url};
+	const char *path = mirrored_manifest("mirrored.json", bases, 2);
+	const char *dest = fmt("%s/dest", work);
+
+	/* The source is dead as well: only the second mirror can serve. */
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", path), "--source=" DEAD_BASE,
+	    fmt("--dest=%s", dest), "--output-format=json");
+	expect_exit(&r, 0);
+	json_t *job = report_job(r.out);
+	cr_assert_eq(jint(job, "error"), 0);
+	cr_assert_eq(jint(jobj(job, "files"), "ok"), NFILES);
+	cr_assert_eq((uint64_t)jint(jobj(job, "write"), "io_bytes"), bytes);
+	const uint64_t want[] = {0, bytes};
+	expect_mirrors(job, want, 2);
+	cr_assert_eq(json_array_size(jget(job, "failures")), 0);
+	check_dest(dest, NFILES, 0);
+
+	/* The normal report says the same, one count per URL index. */
+	RUN(&r, fmt("--manifest=%s", path), "--source=" DEAD_BASE,
+	    fmt("--dest=%s", dest), "--existing=refetch");
+	expect_exit(&r, 0);
+	char human[32];
+	snprintf(human, sizeof(human), "%.1fMiB", (double)bytes / (1024 * 1024));
+	const char *line = fmt("  mirrors: #0=0B, #1=%s\n", human);
+	cr_assert(strstr(r.out, line), "the normal report lacks \"%s\":\n%s",
+	          line, r.out);
+	check_dest(dest, NFILES, 0);
+}
+
+/* Needs the engine's mirrors. */
+Test(cli, mirrors_sixteen_urls_load_and_report_sixteen_counts)
+{
+	uint64_t bytes = serve_dataset(92);
+	const char *bases[16];
+	for (size_t k = 0; k < 16; k++)
+		bases[k] = org->base_url;
+	const char *path = mirrored_manifest("sixteen.json", bases, 16);
+	const char *dest = fmt("%s/dest", work);
+
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", path), fmt("--source=%s", org->base_url),
+	    fmt("--dest=%s", dest), "--output-format=json");
+	expect_exit(&r, 0);
+	json_t *job = report_job(r.out);
+	json_t *mir = jget(job, "mirrors");
+	cr_assert(json_is_array(mir) && json_array_size(mir) == 16,
+	          "\"mirrors\" is not an array of 16:\n%s", r.out);
+	/* Which mirror served what is the engine's choice; every byte came
+	 * from one of them. */
+	uint64_t sum = 0;
+	for (size_t k = 0; k < 16; k++)
+		sum += (uint64_t)json_integer_value(json_array_get(mir, k));
+	cr_assert_eq(sum, bytes, "mirrors add up to %" PRIu64 ", the dataset "
+	             "holds %" PRIu64, sum, bytes);
+	check_dest(dest, NFILES, 0);
+}
+
+/* Needs the engine's mirrors. */
+Test(cli, mirrors_all_dead_fail_and_list_bytes_per_url)
+{
+	small_set(2, 93);
+	const char *const bases[] = {DEAD_BASE "/a", DEAD_BASE "/b"};
+	const char *path = mirrored_manifest("dead.json", bases, 2);
+	const char *dest = fmt("%s/dest", work);
+
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", path), "--source=" DEAD_BASE,
+	    fmt("--dest=%s", dest), "--retries=1", "--output-format=json");
+	expect_exit(&r, 1);
+	json_t *job = report_job(r.out);
+	cr_assert_eq(jint(jobj(job, "files"), "failed"), 2);
+	const uint64_t zero[] = {0, 0};
+	expect_mirrors(job, zero, 2);
+	json_t *fails = jget(job, "failures");
+	cr_assert_eq(json_array_size(fails), 2, "failures:\n%s", r.out);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *f = json_array_get(fails, i);
+		json_t *mb = jget(f, "mirror_bytes");
+		cr_assert(json_is_array(mb) && json_array_size(mb) == 2,
+		          "failures[%zu].mirror_bytes is not an array of 2", i);
+		for (size_t k = 0; k < 2; k++)
+			cr_assert_eq(json_integer_value(json_array_get(mb, k)), 0);
+		cr_assert(json_is_integer(jget(f, "streams")));
+	}
+	cr_assert(!ds_exists(set_file(dest, 1)) && !ds_exists(set_file(dest, 2)),
+	          "a file was published");
 }

@@ -7,6 +7,7 @@
  * file; a buffer pool larger than the machine; manifest entries in the
  * engine's .sstf namespace; an entry URL of another scheme than the
  * source's; a flipped byte, a 404 and a stall from the fault origin; a
+ * file missing (404) on the first of two mirrors and served by the second; a
  * second run over a complete destination, and a file corrupted under it;
  * a job larger than its disk (a small tmpfs); a manifest of a million
  * entries and the tool's peak memory loading it; the live status line of
@@ -532,6 +533,63 @@ Test(operator, missing_file_fails_alone_exit_1)
 	cr_assert(strstr(jstr(f, "detail"), "HTTP 404"), "detail \"%s\"",
 	          jstr(f, "detail"));
 	expect_dest(fmt("%s/set", work), dest, FAULT_NFILES, 5);
+}
+
+/*
+ * Writes work/NAME: set's manifest with "urls" in every entry, base + "/" +
+ * the entry's name for each of the n bases, in order. Returns its path.
+ */
+static const char *mirrored_manifest(const char *set, const char *name,
+                                     const char *const *bases, size_t n)
+{
+	json_t *m = parse_json(slurp(fmt("%s/manifest.json", set), NULL),
+	                       "manifest.json");
+	size_t i;
+	json_t *e;
+	json_array_foreach(jget(m, "files"), i, e) {
+		json_t *urls = json_array();
+		cr_assert_not_null(urls);
+		for (size_t k = 0; k < n; k++)
+			cr_assert_eq(json_array_append_new(urls, json_string(fmt("%s/%s",
+			             bases[k], jstr(e, "name")))), 0);
+		cr_assert_eq(json_object_set_new(e, "urls", urls), 0);
+	}
+	const char *path = fmt("%s/%s", work, name);
+	char *text = keep(json_dumps(m, JSON_INDENT(1) | JSON_PRESERVE_ORDER));
+	cr_assert_eq(ds_write_file(path, text, strlen(text)), 0);
+	return path;
+}
+
+/* Needs the engine's mirrors (sstf_file.urls, sstf_file_result.mirror_bytes). */
+Test(operator, file_missing_on_the_first_mirror_comes_from_the_second)
+{
+	/* Mirror 0 is the fault origin, which answers 404 for file 5 on
+	 * every request; mirror 1 is nginx on the same files. */
+	const char *faulty = fault_set("256k", 811);
+	const char *set = fmt("%s/set", work);
+	set_fault(5, (struct fault){.kind = FAULT_404});
+	const char *const bases[] = {faulty, serve(set)};
+	const char *path = mirrored_manifest(set, "mirrored.json", bases, 2);
+	const char *dest = fmt("%s/dest", work);
+
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", path), fmt("--source=%s", faulty),
+	    fmt("--dest=%s", dest), "--output-format=json");
+	expect_exit(&r, 0);
+	json_t *job = report_job(r.out);
+	cr_assert_eq(files_count(job, "ok"), FAULT_NFILES);
+	cr_assert_geq(requests(5), 1, "file 5 was never asked of mirror 0");
+	/* Every file but 5 from mirror 0, which answers; file 5 from 1. */
+	json_t *mir = jget(job, "mirrors");
+	cr_assert(json_is_array(mir) && json_array_size(mir) == 2,
+	          "\"mirrors\" is not an array of 2:\n%s", r.out);
+	json_int_t m0 = json_integer_value(json_array_get(mir, 0));
+	json_int_t m1 = json_integer_value(json_array_get(mir, 1));
+	cr_assert_eq(m0, (json_int_t)((FAULT_NFILES - 1) * 256 * KIB),
+	             "mirror 0 served %" JSON_INTEGER_FORMAT, m0);
+	cr_assert_eq(m1, (json_int_t)(256 * KIB), "mirror 1 served %"
+	             JSON_INTEGER_FORMAT, m1);
+	expect_dest(set, dest, FAULT_NFILES, 0);
 }
 
 Test(operator, stall_options_fail_a_stalled_transfer_and_retry)

@@ -111,12 +111,22 @@ void status_clear(struct status *st)
 /* ------------------------------------------------------------------------ */
 /* What the callbacks record                                                */
 
+/* What a failed file's report entry says besides its error: one malloc'd
+ * block, made only for failures with a detail or more than one URL. */
+struct fail_note {
+	const char *detail;      /* NULL when none; points into the block */
+	size_t nmirrors;         /* 0 unless the file has more than one URL */
+	uint64_t mirror_bytes[]; /* nmirrors entries, then detail's bytes */
+};
+
+/* One per manifest entry: 24 bytes, for million-entry manifests. */
 struct outcome {
 	int done;
 	int result;
-	int skipped;  /* already in place and verified */
-	int resumed;  /* continued a crashed run's partial */
-	char *detail; /* malloc'd copy, only for failures with a detail */
+	unsigned streams;       /* sstf_file_result.streams */
+	unsigned char skipped;  /* already in place and verified */
+	unsigned char resumed;  /* continued a crashed run's partial */
+	struct fail_note *note; /* failures only; may be NULL */
 };
 
 struct samples {
@@ -139,6 +149,9 @@ struct tracker {
 	/* Every generation of the job. */
 	struct samples clat, ttfb;
 	uint64_t verify_bytes, verify_errors;
+	uint64_t streams_max, files_split;
+	uint64_t mirror_bytes[SSTF_MAX_MIRRORS];
+	size_t nmirrors; /* entries of mirror_bytes in use */
 	int oom;
 };
 
@@ -172,26 +185,59 @@ static void maybe_cancel(struct tracker *tr, uint64_t gen, uint64_t bytes)
 	pthread_mutex_unlock(&tr->lock);
 }
 
+/* The failure note of a result, or NULL when it needs none (or on out of
+ * memory, which only loses the detail). nm: its URLs, when more than one. */
+static struct fail_note *make_note(const struct sstf_file_result *res,
+                                   size_t nm)
+{
+	size_t dlen = res->detail && res->detail[0] ? strlen(res->detail) : 0;
+	if (res->result == 0 || (!dlen && !nm))
+		return NULL;
+	struct fail_note *n = malloc(sizeof(*n) + nm * sizeof(n->mirror_bytes[0]) +
+	                             dlen + 1);
+	if (!n)
+		return NULL;
+	n->nmirrors = nm;
+	if (nm)
+		memcpy(n->mirror_bytes, res->mirror_bytes, nm * sizeof(n->mirror_bytes[0]));
+	char *d = (char *)&n->mirror_bytes[nm];
+	memcpy(d, dlen ? res->detail : "", dlen + 1);
+	n->detail = dlen ? d : NULL;
+	return n;
+}
+
 static void on_file_done(void *user, uint64_t gen,
                          const struct sstf_file_result *res)
 {
 	struct tracker *tr = user;
-	char *detail = NULL;
+	/* A file with one URL has nothing to split by mirror. The header
+	 * bounds nmirrors; the cap keeps a bad count off our arrays. */
+	size_t nm = res->nmirrors > 1 && res->mirror_bytes ? res->nmirrors : 0;
+	if (nm > SSTF_MAX_MIRRORS)
+		nm = SSTF_MAX_MIRRORS;
 
 	/* Copy outside the lock; malloc does not wait on anything of ours. */
-	if (res->result != 0 && res->detail && res->detail[0])
-		detail = strdup(res->detail);
+	struct fail_note *note = make_note(res, nm);
 
 	pthread_mutex_lock(&tr->lock);
 	if (res->index < tr->nfiles && !tr->files[res->index].done) {
 		struct outcome *o = &tr->files[res->index];
 		o->done = 1;
 		o->result = res->result;
-		o->skipped = res->skipped;
+		o->streams = res->streams;
+		o->skipped = res->skipped != 0;
 		o->resumed = res->resumed_from > 0;
-		o->detail = detail;
-		detail = NULL;
+		o->note = note;
+		note = NULL;
 	}
+	if (res->streams > tr->streams_max)
+		tr->streams_max = res->streams;
+	if (res->streams > 1)
+		tr->files_split++;
+	for (size_t k = 0; k < nm; k++)
+		tr->mirror_bytes[k] += res->mirror_bytes[k];
+	if (nm > tr->nmirrors)
+		tr->nmirrors = nm;
 	if (res->result == 0 && !res->skipped) {
 		tr->verify_bytes += res->bytes;
 		if (push(&tr->clat, res->fetch_ns) || push(&tr->ttfb, res->ttfb_ns))
@@ -200,7 +246,7 @@ static void on_file_done(void *user, uint64_t gen,
 		tr->verify_errors++;
 	}
 	pthread_mutex_unlock(&tr->lock);
-	free(detail);
+	free(note);
 	/* Progress callbacks are rate-limited; a file's end always looks. */
 	struct sstf_progress p;
 	if (tr->cancel_bytes && sstf_progress(tr->engine, gen, &p) == 0)
@@ -228,7 +274,7 @@ static void tracker_reset(struct tracker *tr, uint64_t cancel_bytes)
 {
 	pthread_mutex_lock(&tr->lock);
 	for (size_t i = 0; i < tr->nfiles; i++) {
-		free(tr->files[i].detail);
+		free(tr->files[i].note);
 		memset(&tr->files[i], 0, sizeof(tr->files[i]));
 	}
 	tr->ended = 0;
@@ -352,22 +398,39 @@ static int clear_dest(const struct job *job)
 /* ------------------------------------------------------------------------ */
 /* The job                                                                  */
 
+/* Lists a failed or unfinished file in the report; o is its outcome when
+ * it reached an end, else NULL. The report gets copies of every string and
+ * array. */
 static void add_failure(struct job_report *rep, const char *name, int error,
-                        const char *detail, int unfinished)
+                        const char *detail, int unfinished,
+                        const struct outcome *o)
 {
 	if (rep->nfailures == REPORT_MAX_FAILURES) {
 		rep->failures_unlisted++;
 		return;
 	}
+	const struct fail_note *n = o ? o->note : NULL;
 	struct failure *f = &rep->failures[rep->nfailures];
+	memset(f, 0, sizeof(*f));
 	f->name = strdup(name);
 	f->error = error;
 	f->detail = detail ? strdup(detail) : NULL;
 	f->unfinished = unfinished;
-	if (f->name)
+	f->streams = o ? o->streams : 0;
+	if (n && n->nmirrors) {
+		size_t sz = n->nmirrors * sizeof(*f->mirror_bytes);
+		f->mirror_bytes = malloc(sz);
+		if (f->mirror_bytes) {
+			memcpy(f->mirror_bytes, n->mirror_bytes, sz);
+			f->nmirrors = n->nmirrors;
+		}
+	}
+	if (f->name) {
 		rep->nfailures++;
-	else
+	} else {
 		free(f->detail);
+		free(f->mirror_bytes);
+	}
 }
 
 /*
@@ -389,13 +452,16 @@ static void tally(struct tracker *tr, const struct manifest *m, int rc,
 			rep->files_resumed += (uint64_t)o->resumed;
 		} else if (o->done) {
 			rep->files_failed++;
-			add_failure(rep, m->files[i].name, o->result, o->detail, 0);
+			add_failure(rep, m->files[i].name, o->result,
+			            o->note ? o->note->detail : NULL, 0, o);
 		} else if (rc && rc != -ECANCELED) {
 			rep->files_failed++;
-			add_failure(rep, m->files[i].name, rc, "the job's batch was not started", 0);
+			add_failure(rep, m->files[i].name, rc,
+			            "the job's batch was not started", 0, NULL);
 		} else {
 			rep->files_unfinished++;
-			add_failure(rep, m->files[i].name, -ECANCELED, "not finished", 1);
+			add_failure(rep, m->files[i].name, -ECANCELED, "not finished", 1,
+			            NULL);
 		}
 	}
 	pthread_mutex_unlock(&tr->lock);
@@ -444,6 +510,9 @@ struct sstf_config job_engine_config(const struct job_opts *o)
 	cfg.checkpoint_bytes = o->checkpoint;
 	/* The engine's 0 is its default; the tool's 0 keeps nothing spare. */
 	cfg.disk_reserve = o->reserve ? o->reserve : 1;
+	cfg.split = (unsigned)o->split; /* 1..SSTF_MAX_SPLIT: the table's range */
+	cfg.split_min = o->split_min;
+	cfg.rate = o->rate; /* 0: none, for the engine as for fio */
 	if (o->cancel_at)
 		cfg.progress_interval_ms = CANCEL_PROGRESS_MS;
 	return cfg;
@@ -680,8 +749,12 @@ out:
 	lat_summarize(tr.ttfb.v, tr.ttfb.n, &rep->ttfb);
 	rep->verify_bytes = tr.verify_bytes;
 	rep->verify_errors = tr.verify_errors;
+	rep->streams_max = tr.streams_max;
+	rep->files_split = tr.files_split;
+	memcpy(rep->mirror_bytes, tr.mirror_bytes, sizeof(rep->mirror_bytes));
+	rep->nmirrors = tr.nmirrors;
 	for (size_t i = 0; tr.files && i < tr.nfiles; i++)
-		free(tr.files[i].detail);
+		free(tr.files[i].note);
 	free(tr.files);
 	free(tr.clat.v);
 	free(tr.ttfb.v);

@@ -29,9 +29,11 @@
  * bytes, never on where the window happened to end.
  *
  * What is kept per entry: its struct sstf_file in an array that grows
- * geometrically, and its name, chosen digest and own "url" (when it has
- * one) in a string arena of fixed-size chunks, which are never moved once
- * a pointer points into them.
+ * geometrically, and its name, chosen digest and own "url" or "urls" (when
+ * it has them: the strings and the array of pointers to them) in an arena
+ * of fixed-size chunks, which are never moved once a pointer points into
+ * them. An entry without a URL of its own costs its struct, its name and
+ * its digest, nothing more.
  */
 #include "manifest.h"
 
@@ -39,6 +41,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -415,16 +418,28 @@ static int check_digest(struct loader *ld, size_t i, json_t *entry,
 	return 0;
 }
 
-/* Copies len bytes and a NUL into the arena; NULL when out of memory. */
-static const char *stash(struct manifest *m, const char *s, size_t len)
+/* The padding that aligns p to `align` (a power of two). */
+static size_t pad_to(const char *p, size_t align)
+{
+	return (size_t)(-(uintptr_t)p & (align - 1));
+}
+
+/*
+ * size bytes from the arena, at an address aligned to `align` (a power of
+ * two, at most malloc's alignment); NULL when out of memory. They stay
+ * where they are until manifest_free().
+ */
+static void *arena_alloc(struct manifest *m, size_t size, size_t align)
 {
 	struct manifest_chunk *c = m->chunks;
-	if (!c || c->cap - c->used < len + 1) {
+	size_t pad = c ? pad_to(c->data + c->used, align) : 0;
+	if (!c || c->cap - c->used < pad || c->cap - c->used - pad < size) {
 		size_t data = CHUNK_BYTES - offsetof(struct manifest_chunk, data);
-		/* A string longer than a chunk gets one of its own; the
-		 * loader's caps keep that rare and bounded. */
-		if (len + 1 > data)
-			data = len + 1;
+		/* A value longer than a chunk gets one of its own; the
+		 * loader's caps keep that rare and bounded. align more
+		 * bytes leave room for the padding. */
+		if (size + align > data)
+			data = size + align;
 		c = malloc(offsetof(struct manifest_chunk, data) + data);
 		if (!c)
 			return NULL;
@@ -432,12 +447,96 @@ static const char *stash(struct manifest *m, const char *s, size_t len)
 		c->used = 0;
 		c->cap = data;
 		m->chunks = c;
+		pad = pad_to(c->data, align);
 	}
-	char *at = c->data + c->used;
+	char *at = c->data + c->used + pad;
+	c->used += pad + size;
+	return at;
+}
+
+/* Copies len bytes and a NUL into the arena; NULL when out of memory. */
+static const char *stash(struct manifest *m, const char *s, size_t len)
+{
+	char *at = arena_alloc(m, len + 1, 1);
+	if (!at)
+		return NULL;
 	memcpy(at, s, len);
 	at[len] = '\0';
-	c->used += len + 1;
 	return at;
+}
+
+/* A string member without a NUL byte hidden inside it, which would cut it
+ * short as a C string. */
+static int is_c_string(json_t *v)
+{
+	return json_is_string(v) &&
+	       strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/*
+ * Checks entry i's optional "urls": absent is fine (*out NULL); present, it
+ * must be an array of 1 to SSTF_MAX_MIRRORS strings without NUL bytes, and
+ * the entry must not have a "url" as well (which of the two would hold is
+ * a guess, as for duplicate keys). Returns -1 after fail_entry() otherwise.
+ * Whether each string is a URL the batch may use is the engine's check.
+ */
+static int check_urls(struct loader *ld, size_t i, json_t *entry,
+                      json_t *jname, json_t *jurl, json_t **out)
+{
+	json_t *v = json_object_get(entry, "urls");
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (jurl) {
+		fail_entry(ld, i, jname,
+		           "has both \"url\" and \"urls\"; give one of them");
+		return -1;
+	}
+	if (!json_is_array(v)) {
+		fail_entry(ld, i, jname,
+		           "\"urls\" must be an array of 1 to %d URL strings",
+		           SSTF_MAX_MIRRORS);
+		return -1;
+	}
+	size_t n = json_array_size(v);
+	if (n == 0) {
+		fail_entry(ld, i, jname,
+		           "\"urls\" must be an array of 1 to %d URL strings, not "
+		           "an empty one", SSTF_MAX_MIRRORS);
+		return -1;
+	}
+	if (n > SSTF_MAX_MIRRORS) {
+		fail_entry(ld, i, jname,
+		           "\"urls\" must be an array of 1 to %d URL strings, got %zu",
+		           SSTF_MAX_MIRRORS, n);
+		return -1;
+	}
+	for (size_t k = 0; k < n; k++) {
+		if (!is_c_string(json_array_get(v, k))) {
+			fail_entry(ld, i, jname,
+			           "\"urls\"[%zu] must be a string without NUL bytes", k);
+			return -1;
+		}
+	}
+	*out = v;
+	return 0;
+}
+
+/* Copies the strings of a checked "urls" array, and an array of pointers
+ * to them, into the arena; NULL when out of memory. */
+static const char *const *stash_urls(struct manifest *m, json_t *jurls)
+{
+	size_t n = json_array_size(jurls);
+	const char **v = arena_alloc(m, n * sizeof(*v), _Alignof(const char *));
+	if (!v)
+		return NULL;
+	for (size_t k = 0; k < n; k++) {
+		json_t *u = json_array_get(jurls, k);
+		v[k] = stash(m, json_string_value(u), json_string_length(u));
+		if (!v[k])
+			return NULL;
+	}
+	return v;
 }
 
 /* A free slot at the end of m->files; NULL when out of memory. */
@@ -530,11 +629,13 @@ static int add_entry(struct loader *ld, size_t i, json_t *entry)
 	}
 
 	json_t *jurl = json_object_get(entry, "url");
-	if (jurl && (!json_is_string(jurl) ||
-	             strlen(json_string_value(jurl)) != json_string_length(jurl))) {
+	if (jurl && !is_c_string(jurl)) {
 		fail_entry(ld, i, jname, "\"url\" must be a string without NUL bytes");
 		return -1;
 	}
+	json_t *jurls;
+	if (check_urls(ld, i, entry, jname, jurl, &jurls))
+		return -1;
 
 	struct manifest *m = ld->m;
 	struct sstf_file *f = new_slot(m);
@@ -542,10 +643,17 @@ static int add_entry(struct loader *ld, size_t i, json_t *entry)
 		fail(ld, "files[%zu]: out of memory", i);
 		return -1;
 	}
+	/* Every field we do not set, the reserved words included, must be
+	 * zero: the engine refuses an entry whose reserved words are not. */
+	memset(f, 0, sizeof(*f));
 	f->name = stash(m, json_string_value(jname), json_string_length(jname));
 	/* No "url": NULL, and the batch's base_url supplies it (manifest.h). */
 	f->url = jurl ? stash(m, json_string_value(jurl), json_string_length(jurl))
 	              : NULL;
+	if (jurls) {
+		f->urls = stash_urls(m, jurls);
+		f->nurls = json_array_size(jurls);
+	}
 	f->size = size;
 	f->digest_kind = kind;
 	if (kind == SSTF_DIGEST_NONE) {
@@ -555,7 +663,8 @@ static int add_entry(struct loader *ld, size_t i, json_t *entry)
 		                                                             : "xxh128");
 		f->digest_hex = stash(m, json_string_value(d), json_string_length(d));
 	}
-	if (!f->name || (jurl && !f->url) || !f->digest_hex) {
+	if (!f->name || (jurl && !f->url) || (jurls && !f->urls) ||
+	    !f->digest_hex) {
 		fail(ld, "files[%zu]: out of memory", i);
 		return -1;
 	}

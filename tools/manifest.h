@@ -12,7 +12,11 @@
  * hex digits, as `xxhsum -H2` prints); each one present must be well formed,
  * and which one is checked is the verify mode's choice (enum
  * manifest_verify). An optional "url" replaces the batch's base URL + "/" +
- * name for that file. "file_total_size", when present, must equal the sum
+ * name for that file; or, instead of "url", "urls": an array of 1 to
+ * SSTF_MAX_MIRRORS URL strings of the same content, in order of preference
+ * (mirrors: see sstf_file.urls). An entry with both is an error, as is an
+ * empty "urls", one with more than SSTF_MAX_MIRRORS or one holding
+ * anything but strings. "file_total_size", when present, must equal the sum
  * of the sizes; it may come before or after "files". Top-level keys may come
  * in any order. Unknown keys are ignored, so manifests may carry more than
  * we read; duplicate keys within one object are an error, since which one
@@ -24,7 +28,7 @@
  * "files" (its JSON text) is at most MANIFEST_ENTRY_MAX bytes, and a key or
  * any other top-level value at most MANIFEST_VALUE_MAX. What a loaded
  * manifest keeps per entry is its struct sstf_file, its name, its chosen
- * digest and its own "url" if it has one, nothing else.
+ * digest and its own "url" or "urls" if it has them, nothing else.
  *
  * The entries' names, URLs and sizes are not judged here: the engine's
  * sstf_check_batch() does that, and the caller runs it on the loaded files
@@ -75,7 +79,8 @@ struct manifest {
 	uint64_t total_size; /* sum of the files' sizes */
 	/* Private to manifest.c. */
 	size_t cap;                    /* entries `files` has room for */
-	struct manifest_chunk *chunks; /* names, digests and own URLs */
+	struct manifest_chunk *chunks; /* names, digests, own URLs and the
+	                                  arrays of "urls" */
 };
 
 /*
@@ -83,7 +88,9 @@ struct manifest {
  * closed), choosing each entry's digest as `verify` says (digest_kind
  * SSTF_DIGEST_NONE and digest_hex "" for MANIFEST_VERIFY_NONE). An entry's
  * `url` is its own "url", or NULL: then it comes from the batch's base_url
- * (see sstf_file.url).
+ * (see sstf_file.url). An entry with "urls" has them, in their order, in
+ * `urls` and `nurls` (1 to SSTF_MAX_MIRRORS) and `url` NULL; without, `urls`
+ * is NULL and `nurls` 0. Every other field of the entries is zero.
  *
  * It checks the JSON only (see the top of this file). The caller must run
  * sstf_check_batch() on the files before fetching: that is where a name

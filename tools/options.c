@@ -29,6 +29,8 @@ _Static_assert(SSTF_DEFAULT_RING_DEPTH == 256, "--iodepth's default in opts[]");
 _Static_assert(SSTF_DEFAULT_BUF_SIZE == 1 * MiB, "--bs's default in opts[]");
 _Static_assert(SSTF_DEFAULT_MEM_LIMIT == 64 * MiB, "--mem's default in opts[]");
 _Static_assert(SSTF_DEFAULT_MAX_RETRIES == 3, "--retries's default in opts[]");
+_Static_assert(SSTF_DEFAULT_SPLIT == 8, "--split's default in opts[]");
+_Static_assert(SSTF_DEFAULT_SPLIT_MIN == 64 * MiB, "--split_min's default in opts[]");
 
 static const struct opt_choice verify_choices[] = {
 	{"auto", MANIFEST_VERIFY_AUTO},
@@ -93,11 +95,11 @@ const struct opt_def opt_table[] = {
 	{"source", 0, "BASEURL", OPT_URL, J(source), NULL, "none, required", 0,
 	 0, NULL,
 	 "base URL; each file is fetched from BASEURL/NAME unless its entry has "
-	 "a \"url\""},
+	 "a \"url\" or \"urls\""},
 	{"dest", 0, "DIR", OPT_STR, J(dest), NULL, "none, required", 0, 0, NULL,
 	 "destination directory, created if missing"},
 	{"parallel", 0, "N", OPT_UINT, J(parallel), "16", NULL, 1, PARALLEL_MAX,
-	 NULL, "files transferred at once"},
+	 NULL, "transfers at once: files, and the streams of split files"},
 	{"iodepth", 0, "N", OPT_UINT, J(iodepth), "256", NULL, 8, 32768, NULL,
 	 "io_uring submission queue entries"},
 	{"bs", 0, "SIZE", OPT_SIZE_POW2, J(bs), "1m", NULL, 64 * KiB, 64 * MiB,
@@ -129,9 +131,9 @@ const struct opt_def opt_table[] = {
 	 "how long a transfer may stay below stall_rate"},
 	{"protocols", 0, "LIST", OPT_STR, J(protocols), NULL,
 	 "the source's own scheme", 0, 0, NULL,
-	 "URL schemes an entry's own \"url\" may use, comma-separated from "
-	 "http, https, file, or all (as curl's --proto); an entry naming "
-	 "another is refused with exit 2"},
+	 "URL schemes an entry's own \"url\" or \"urls\" may use, "
+	 "comma-separated from http, https, file, or all (as curl's --proto); "
+	 "an entry naming another is refused with exit 2"},
 	{"existing", 0, "MODE", OPT_CHOICE, J(existing), "trust", NULL, 0, 0,
 	 existing_choices,
 	 "a file already in dest: trust skips it when the record sstfetch "
@@ -152,10 +154,19 @@ const struct opt_def opt_table[] = {
 	 "half of physical memory", 128 * KiB, 16 * TiB, NULL,
 	 "largest buffer memory (mem, or 2 x parallel x bs) a job may ask "
 	 "for; raise it to allow more"},
-	{"rate", 0, "BYTES", OPT_UNSUPPORTED, NOFIELD, NULL, "none", 0, 0, NULL,
-	 "bandwidth cap: not supported yet, refused"},
-	{"split", 0, "N", OPT_UNSUPPORTED, NOFIELD, NULL, "none", 0, 0, NULL,
-	 "ranged parallel fetch of one file: not supported yet, refused"},
+	/* As fio's rate=: bytes per second, with the size suffixes (1m is
+	 * 1 MiB/s). 0 is accepted as fio takes it: no cap. */
+	{"rate", 0, "BYTES", OPT_SIZE, J(rate), NULL, "none", 0, TiB, NULL,
+	 "cap on the bytes per second the job receives, all its transfers "
+	 "together; 0: none"},
+	{"split", 0, "N", OPT_UINT, J(split), "8", NULL, 1, SSTF_MAX_SPLIT, NULL,
+	 "most ranged streams one file of at least split_min bytes is fetched "
+	 "over at once, each counted against parallel; 1: one stream per file"},
+	/* No lower bound of our own beyond 1 (0 would be the engine's
+	 * default, silently): sstf_config_check() refuses what the engine
+	 * cannot take, naming the field. */
+	{"split_min", 0, "SIZE", OPT_SIZE, J(split_min), "64m", NULL, 1,
+	 16 * TiB, NULL, "files shorter than this are fetched over one stream"},
 	{"loops", 0, "N", OPT_UINT, J(loops), "1", NULL, 1, 1000000, NULL,
 	 "run the job N times; before each run after the first, the files the "
 	 "manifest names are removed from the destination"},

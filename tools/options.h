@@ -74,6 +74,9 @@ struct job_opts {
 	uint64_t reserve;   /* -> disk_reserve; 0 keeps no reserve */
 	uint64_t mem_max;   /* largest buffer pool a job may ask for; 0: half
 	                       of physical memory */
+	uint64_t split;     /* -> sstf_config.split */
+	uint64_t split_min; /* -> split_min */
+	uint64_t rate;      /* bytes/s -> rate; 0: none */
 };
 
 /* A lower and upper bound, as --filesize=MIN:MAX gives them. */

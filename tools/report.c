@@ -60,6 +60,7 @@ void report_free(struct job_report *r)
 	for (size_t i = 0; i < r->nfailures; i++) {
 		free(r->failures[i].name);
 		free(r->failures[i].detail);
+		free(r->failures[i].mirror_bytes);
 	}
 	r->nfailures = 0;
 }
@@ -197,6 +198,15 @@ static void print_job_normal(FILE *out, const struct job_report *r)
 	        "  net    : retries=%" PRIu64 ", stale_completions=%" PRIu64
 	        ", cancels=%" PRIu64 "\n",
 	        r->retries, r->stale_completions, r->cancels);
+	if (r->nmirrors) {
+		/* One pair per URL index: "#0=0B, #1=16.0MiB". */
+		fprintf(out, "  mirrors:");
+		for (size_t k = 0; k < r->nmirrors; k++) {
+			report_human((double)r->mirror_bytes[k], 1, "B", tmp, sizeof(tmp));
+			fprintf(out, "%s #%zu=%s", k ? "," : "", k, tmp);
+		}
+		fprintf(out, "\n");
+	}
 	human_pair((double)r->verify_bytes, "B", io, sizeof(io));
 	fprintf(out, "  verify : bytes=%s, errors=%" PRIu64 "\n", io,
 	        r->verify_errors);
@@ -283,6 +293,19 @@ static int set(json_t *obj, const char *key, json_t *v)
 static json_t *jint(uint64_t v)
 {
 	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+/* A JSON array of n byte counts. */
+static json_t *u64_array(const uint64_t *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t k = 0; a && k < n; k++) {
+		if (json_array_append_new(a, jint(v[k]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
 }
 
 static json_t *lat_json(const struct lat_summary *l)
@@ -373,7 +396,12 @@ static json_t *job_json(const struct job_report *r)
 
 	set(net, "ttfb_ns", lat_json(&r->ttfb));
 	set(net, "retries", jint(r->retries));
+	set(net, "streams_max", jint(r->streams_max));
+	set(net, "files_split", jint(r->files_split));
 	set(j, "net", net);
+	/* Only when some file had more than one URL: bytes by URL index. */
+	if (r->nmirrors)
+		set(j, "mirrors", u64_array(r->mirror_bytes, r->nmirrors));
 
 	set(ver, "bytes", jint(r->verify_bytes));
 	set(ver, "errors", jint(r->verify_errors));
@@ -395,6 +423,9 @@ static json_t *job_json(const struct job_report *r)
 		set(e, "message", json_string(sstf_strerror(f->error)));
 		set(e, "detail", json_string(f->detail ? f->detail : ""));
 		set(e, "unfinished", json_boolean(f->unfinished));
+		set(e, "streams", json_integer(f->streams));
+		if (f->nmirrors)
+			set(e, "mirror_bytes", u64_array(f->mirror_bytes, f->nmirrors));
 		json_array_append_new(fails, e);
 	}
 	set(j, "failures", fails);

@@ -24,6 +24,19 @@
  *     or length check.
  *   - retries, stale_completions, cancels, peak buffers: the job engine's
  *     sstf_stats at the end of the job.
+ *   - streams_max, files_split (sstf_file_result.streams): the most streams
+ *     one file ran on at once, and the files that ran on more than one,
+ *     over the file results of every generation (a file fetched again by
+ *     a later loop or after cancel_at counts again).
+ *   - mirrors: bytes each URL index served (sstf_file_result.mirror_bytes),
+ *     summed over the file results of every generation whose file has more
+ *     than one URL ("urls" in the manifest); none when no file has. Bytes
+ *     of files that never reached an end (cancelled) are not in it, so it
+ *     may add up to less than io_bytes.
+ *   - failures: the first REPORT_MAX_FAILURES failed or unfinished files,
+ *     each with its error, detail, streams and, when it has more than one
+ *     URL, the bytes each served. There is no list of the files that did
+ *     not fail: a million-entry job would print a million entries.
  *
  * The JSON keys follow fio's where the meaning is the same (jobname, error,
  * job_runtime, usr_cpu, sys_cpu, write.io_bytes/bw_bytes/runtime/clat_ns
@@ -46,6 +59,7 @@
 #include <stdio.h>
 
 #include "options.h"
+#include "sstfetch.h"
 
 /* fio's default clat percentile list. */
 #define REPORT_NPCT 17
@@ -70,6 +84,12 @@ struct failure {
 	int error;      /* negative sstf code; -ECANCELED when unfinished */
 	char *detail;   /* may be NULL */
 	int unfinished; /* never reached an end (interrupted) */
+	unsigned streams; /* sstf_file_result.streams; 0 when it never
+	                     reached an end */
+	size_t nmirrors;  /* entries of mirror_bytes: 0 unless the file has
+	                     more than one URL */
+	uint64_t *mirror_bytes; /* bytes each URL served, in the manifest's
+	                           order; NULL when nmirrors is 0 */
 };
 
 /* Failures past this many are counted, not listed. */
@@ -87,6 +107,10 @@ struct job_report {
 	uint64_t verify_bytes, verify_errors;
 	uint64_t retries, stale_completions, cancels;
 	uint64_t peak_buffers, buffers_total, buf_size;
+	uint64_t streams_max, files_split;
+	uint64_t mirror_bytes[SSTF_MAX_MIRRORS]; /* by URL index */
+	size_t nmirrors; /* entries of mirror_bytes in use; 0: no file had
+	                    more than one URL */
 	double usr_s, sys_s; /* CPU seconds over the runtime windows */
 	long ctx, majf, minf;
 	struct lat_summary clat, ttfb;
@@ -110,7 +134,7 @@ int report_write(FILE *out, enum output_format format,
 /* Documents the terse fields, from the same table that writes them. */
 void report_terse_help(FILE *out);
 
-/* Frees what a report owns (the failures' strings). */
+/* Frees what a report owns (the failures' strings and arrays). */
 void report_free(struct job_report *r);
 
 #endif
