@@ -5,9 +5,12 @@
  * headers; HEAD, keep-alive, pipelining and "Connection: close" behave;
  * missing files and ".." paths are refused; each fault gives the client
  * what a real broken origin would (a reset, a short body, one flipped byte,
- * 503 with Retry-After, 404, a stall, a slow body) for the first K requests
- * only; counts are exact, also under concurrent clients; stop ends stalled,
- * slow, idle and non-reading connections and leaves no leak.
+ * 503 or 429 with Retry-After in seconds or as an HTTP-date, 404, a stall, a
+ * slow body, ranges ignored) for the first K requests only; counts are
+ * exact, also under concurrent clients; the request log has each request's
+ * range, Host, status and times, complete once the client has the head;
+ * the served-bytes counter counts file bytes sent, per origin; stop ends
+ * stalled, slow, idle and non-reading connections and leaves no leak.
  */
 #include <criterion/criterion.h>
 
@@ -123,6 +126,7 @@ struct opts {
 	int conn_close;      /* send "Connection: close" */
 	int as_is;           /* CURLOPT_PATH_AS_IS: keep ".." in the URL */
 	long timeout_s;      /* hang guard; 0: GUARD_S */
+	struct fault_origin *origin; /* NULL: fo */
 };
 
 struct xfer {
@@ -227,7 +231,7 @@ static void fetch_on(CURL *h, const char *url_path, const struct opts *op, struc
 		h = curl_easy_init();
 	cr_assert_not_null(h);
 	curl_easy_reset(h);
-	char *url = ds_strfmt("%s%s", fault_origin_url(fo), url_path);
+	char *url = ds_strfmt("%s%s", fault_origin_url(op->origin ? op->origin : fo), url_path);
 	cr_assert_not_null(url);
 	struct curl_slist *hdrs = NULL;
 	if (op->conn_close) {
@@ -1079,5 +1083,498 @@ Test(faultorigin, concurrent_clients_count_exactly)
 		cr_assert_eq(fault_origin_requests(fo, paths[i]), NTHREADS * ROUNDS, "%s", paths[i]);
 	cr_assert_eq(fault_origin_total_requests(fo), NTHREADS * ROUNDS * (NFILES - 1));
 	cr_assert_geq(fault_origin_connections(fo), NTHREADS);
+	stop_checked();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Retry-After as an HTTP-date, 429, ranges ignored                         */
+
+/* The IMF-fixdate of t, made here with strftime in the C locale: another
+ * implementation than the origin's. */
+static void imf_fixdate(time_t t, char *out, size_t outlen)
+{
+	struct tm tm;
+	cr_assert_not_null(gmtime_r(&t, &tm));
+	cr_assert_gt(strftime(out, outlen, "%a, %d %b %Y %H:%M:%S GMT", &tm), 0);
+}
+
+static struct timespec wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts;
+}
+
+/* A wall-clock instant rounded up to a whole second. */
+static time_t ceil_s(struct timespec ts)
+{
+	return ts.tv_sec + (ts.tv_nsec > 0 ? 1 : 0);
+}
+
+/*
+ * One request of url_path, which must answer `status` with a Retry-After
+ * HTTP-date of the origin's now + s, rounded up: between the wall clock
+ * before the request plus s (rounded up: a date rounded down would be
+ * earlier) and the wall clock after it plus s (rounded up). Returns the
+ * date; libcurl's own reading of it is checked too.
+ */
+static time_t expect_retry_date(CURL *h, const char *url_path, const struct opts *op,
+                                long status, unsigned s)
+{
+	struct xfer x;
+	struct timespec before = wall_now();
+	fetch_on(h, url_path, op, &x);
+	struct timespec after = wall_now();
+	cr_assert_eq(x.rc, CURLE_OK, "%s", curl_easy_strerror(x.rc));
+	cr_assert_eq(x.status, status);
+	char v[64];
+	cr_assert(header(&x, "Retry-After", v, sizeof(v)), "no Retry-After");
+	time_t date = curl_getdate(v, NULL);
+	cr_assert_neq(date, (time_t)-1, "Retry-After: %s is no date curl reads", v);
+	char want[64];
+	imf_fixdate(date, want, sizeof(want));
+	cr_assert_str_eq(v, want, "not an IMF-fixdate");
+	cr_assert_geq(date, ceil_s(before) + (time_t)s,
+	              "Retry-After: %s is less than %u s after the request was sent", v, s);
+	cr_assert_leq(date, ceil_s(after) + (time_t)s,
+	              "Retry-After: %s is more than %u s after the response came", v, s);
+	/* curl turns the date into seconds from its own clock at the header. */
+	cr_assert_geq(x.retry_after, (curl_off_t)s - 1, "CURLINFO_RETRY_AFTER %lld",
+	              (long long)x.retry_after);
+	cr_assert_leq(x.retry_after, (curl_off_t)s + 1, "CURLINFO_RETRY_AFTER %lld",
+	              (long long)x.retry_after);
+	if (op && op->nobody)
+		cr_assert_eq(x.len, 0);
+	else
+		cr_assert(x.len > 0 && (curl_off_t)x.len == x.clen);
+	xfer_free(&x);
+	return date;
+}
+
+Test(faultorigin, retry_after_http_date_is_now_plus_s_rounded_up)
+{
+	CURL *h = curl_easy_init();
+	cr_assert_not_null(h);
+	struct fault f = { .kind = FAULT_503, .first_k = 2, .retry_after_s = 5,
+	                   .retry_after_date = true };
+	cr_assert_eq(fault_origin_set(fo, paths[F_MID], &f), 0);
+	expect_retry_date(h, url_paths[F_MID], NULL, 503, 5);
+	struct opts head = { .nobody = 1 };
+	expect_retry_date(h, url_paths[F_MID], &head, 503, 5);
+	struct xfer x;
+	fetch_on(h, url_paths[F_MID], NULL, &x);
+	expect_whole(&x, F_MID);
+	xfer_free(&x);
+
+	/* 429 the same way; a delay far off (months and a leap day away); and
+	 * a date with s = 0 (now, rounded up), which still has the header. */
+	f = (struct fault){ .kind = FAULT_429, .first_k = 1, .retry_after_s = 400 * 86400 + 3,
+	                    .retry_after_date = true };
+	cr_assert_eq(fault_origin_set(fo, paths[F_SMALL], &f), 0);
+	expect_retry_date(h, url_paths[F_SMALL], NULL, 429, f.retry_after_s);
+	fetch_on(h, url_paths[F_SMALL], NULL, &x);
+	expect_whole(&x, F_SMALL);
+	xfer_free(&x);
+	f = (struct fault){ .kind = FAULT_429, .retry_after_date = true };
+	cr_assert_eq(fault_origin_set(fo, paths[F_SMALL], &f), 0);
+	for (int k = 0; k < 3; k++)
+		expect_retry_date(h, url_paths[F_SMALL], NULL, 429, 0);
+	curl_easy_cleanup(h);
+	cr_assert_eq(fault_origin_requests(fo, paths[F_MID]), 3);
+	cr_assert_eq(fault_origin_requests(fo, paths[F_SMALL]), 3);
+	stop_checked();
+}
+
+Test(faultorigin, e429_with_seconds_or_none_for_first_k)
+{
+	struct fault f = { .kind = FAULT_429, .first_k = 1, .retry_after_s = 3 };
+	cr_assert_eq(fault_origin_set(fo, paths[F_ONE], &f), 0);
+	struct xfer x;
+	struct opts op = { .failonerror = 1 };
+	fetch(url_paths[F_ONE], &op, &x);
+	cr_assert_eq(x.rc, CURLE_HTTP_RETURNED_ERROR, "got %s", curl_easy_strerror(x.rc));
+	cr_assert_eq(x.status, 429);
+	cr_assert_eq(x.retry_after, 3);
+	char v[64];
+	cr_assert(header(&x, "Retry-After", v, sizeof(v)));
+	cr_assert_str_eq(v, "3");
+	xfer_free(&x);
+	fetch(url_paths[F_ONE], &op, &x);
+	expect_whole(&x, F_ONE);
+	xfer_free(&x);
+
+	/* No Retry-After without seconds or date; the status line and body. */
+	cr_assert_eq(fault_origin_set(fo, paths[F_ONE], &(struct fault){ .kind = FAULT_429 }), 0);
+	int fd = raw_connect();
+	raw_send(fd, "GET /000001.sst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	size_t len;
+	char *resp = raw_read_to_eof(fd, &len);
+	close(fd);
+	cr_assert(strncmp(resp, "HTTP/1.1 429 Too Many Requests\r\n", 32) == 0, "%s", resp);
+	cr_assert_null(strstr(resp, "Retry-After"), "%s", resp);
+	const char *body = strstr(resp, "\r\n\r\n");
+	cr_assert_not_null(body);
+	cr_assert_str_eq(body + 4, "429 Too Many Requests\n");
+	free(resp);
+	stop_checked();
+}
+
+Test(faultorigin, norange_answers_200_with_the_whole_file_for_first_k)
+{
+	struct fault f = { .kind = FAULT_NORANGE, .first_k = 4 };
+	cr_assert_eq(fault_origin_set(fo, paths[F_MID], &f), 0);
+	CURL *h = curl_easy_init();
+	cr_assert_not_null(h);
+	struct xfer x;
+	char v[96];
+
+	/* 1: a closed range. */
+	struct opts ranged = { .range = "100-199" };
+	fetch_on(h, url_paths[F_MID], &ranged, &x);
+	expect_whole(&x, F_MID);
+	cr_assert(!header(&x, "Content-Range", v, sizeof(v)), "Content-Range: %s", v);
+	cr_assert(!header(&x, "Accept-Ranges", v, sizeof(v)), "Accept-Ranges: %s", v);
+	xfer_free(&x);
+
+	/* 2: a resume: the 200 tells curl the origin cannot resume. */
+	struct opts resume = { .resume = 12345 };
+	fetch_on(h, url_paths[F_MID], &resume, &x);
+	cr_assert_eq(x.rc, CURLE_RANGE_ERROR, "got %s", curl_easy_strerror(x.rc));
+	cr_assert_eq(x.status, 200);
+	cr_assert_eq(x.clen, (curl_off_t)sizes[F_MID]);
+	xfer_free(&x);
+
+	/* 3: past the end, which gets 416 elsewhere; 4: a HEAD with a range. */
+	int fd = raw_connect();
+	raw_send(fd, "GET /000003.sst HTTP/1.1\r\nHost: x\r\nRange: bytes=5000000-\r\n"
+	             "Connection: close\r\n\r\n");
+	size_t len;
+	char *resp = raw_read_to_eof(fd, &len);
+	close(fd);
+	cr_assert(strncmp(resp, "HTTP/1.1 200 OK\r\n", 17) == 0, "%.200s", resp);
+	const char *body = strstr(resp, "\r\n\r\n");
+	cr_assert_not_null(body);
+	body += 4;
+	cr_assert_eq(len - (size_t)(body - resp), sizes[F_MID]);
+	cr_assert_eq(memcmp(body, content[F_MID], sizes[F_MID]), 0);
+	free(resp);
+	struct opts head = { .nobody = 1, .range = "0-9" };
+	fetch_on(h, url_paths[F_MID], &head, &x);
+	cr_assert_eq(x.status, 200);
+	cr_assert_eq(x.clen, (curl_off_t)sizes[F_MID]);
+	cr_assert_eq(x.len, 0);
+	xfer_free(&x);
+
+	/* 5: past first_k, ranges are served again. */
+	fetch_on(h, url_paths[F_MID], &ranged, &x);
+	cr_assert_eq(x.status, 206);
+	expect_slice(&x, F_MID, 100, 100);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_requests(fo, paths[F_MID]), 5);
+
+	/* first_k = 0: every request; a missing file is still 404. */
+	cr_assert_eq(fault_origin_set(fo, "/nope.sst", &(struct fault){ .kind = FAULT_NORANGE }),
+	             0);
+	fetch_on(h, "/nope.sst", &ranged, &x);
+	cr_assert_eq(x.status, 404);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_set(fo, paths[F_SMALL], &(struct fault){ .kind = FAULT_NORANGE }),
+	             0);
+	for (int k = 0; k < 3; k++) {
+		fetch_on(h, url_paths[F_SMALL], &resume, &x);
+		cr_assert_eq(x.rc, CURLE_RANGE_ERROR, "got %s", curl_easy_strerror(x.rc));
+		xfer_free(&x);
+	}
+	curl_easy_cleanup(h);
+	stop_checked();
+}
+
+/* ------------------------------------------------------------------------ */
+/* The request log and the served-bytes counter                             */
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Sends req on a new connection and reads the response to the close. */
+static char *raw_exchange(const char *req)
+{
+	int fd = raw_connect();
+	raw_send(fd, req);
+	size_t len;
+	char *resp = raw_read_to_eof(fd, &len);
+	close(fd);
+	return resp;
+}
+
+Test(faultorigin, log_has_ranges_hosts_statuses_and_ordered_times)
+{
+	const char *host = fault_origin_url(fo) + strlen("http://");
+	char longhost[128];
+	memset(longhost, 'h', sizeof(longhost) - 1);
+	longhost[sizeof(longhost) - 1] = '\0';
+	char *long_req = ds_strfmt("GET /000003.sst HTTP/1.1\r\nHost: %s\r\n"
+	                           "Connection: close\r\n\r\n", longhost);
+	cr_assert_not_null(long_req);
+	struct {
+		const char *range;     /* CURLOPT_RANGE, for curl */
+		curl_off_t resume;
+		const char *raw;       /* or this request on a raw socket */
+		int status;
+		int64_t start, end;
+		const char *host;      /* NULL: the URL's */
+	} cases[] = {
+		{ NULL, 0, NULL, 200, -1, -1, NULL },
+		{ NULL, 1000, NULL, 206, 1000, -1, NULL },
+		{ "100-199", 0, NULL, 206, 100, 199, NULL },
+		{ "-10", 0, NULL, 206, -1, 10, NULL },
+		{ "5000000-", 0, NULL, 416, 5000000, -1, NULL },
+		{ NULL, 0,
+		  "GET /000003.sst HTTP/1.1\r\nHost: mirror-b.example\r\nRange: bytes=0-1,5-6\r\n"
+		  "Host: second\r\nConnection: close\r\n\r\n",
+		  200, -1, -1, "mirror-b.example" },
+		{ NULL, 0,
+		  "GET /000003.sst HTTP/1.1\r\nhost:  mirror-c.example  \r\n"
+		  "Range: bytes=9-3\r\nConnection: close\r\n\r\n",
+		  200, -1, -1, "mirror-c.example" },
+		{ NULL, 0,
+		  "GET /000003.sst HTTP/1.1\r\nRange: bytes=99999999999999999999999-\r\n"
+		  "Connection: close\r\n\r\n",
+		  200, -1, -1, "" }, /* a number too big to read: ignored */
+		{ NULL, 0,
+		  "HEAD /000003.sst HTTP/1.0\r\nRange: bytes=18446744073709551615-\r\n\r\n",
+		  416, INT64_MAX, -1, "" },
+		{ NULL, 0, long_req, 200, -1, -1, "" /* checked below */ },
+	};
+	const size_t n = sizeof(cases) / sizeof(cases[0]);
+	uint64_t before[16], after[16];
+	cr_assert_leq(n, 16);
+	for (size_t k = 0; k < n; k++) {
+		before[k] = mono_ns();
+		if (cases[k].raw) {
+			char *resp = raw_exchange(cases[k].raw);
+			char want[32];
+			snprintf(want, sizeof(want), "HTTP/1.1 %d ", cases[k].status);
+			cr_assert(strncmp(resp, want, strlen(want)) == 0, "case %zu: %.200s", k, resp);
+			free(resp);
+		} else {
+			struct xfer x;
+			struct opts op = { .range = cases[k].range, .resume = cases[k].resume };
+			fetch(url_paths[F_MID], &op, &x);
+			cr_assert_eq(x.status, cases[k].status, "case %zu", k);
+			xfer_free(&x);
+		}
+		after[k] = mono_ns();
+	}
+	free(long_req);
+
+	struct fault_request log[16];
+	memset(log, 0xa5, sizeof(log));
+	cr_assert_eq(fault_origin_log(fo, paths[F_MID], log, 16), (int)n);
+	cr_assert_eq(fault_origin_requests(fo, paths[F_MID]), n);
+	for (size_t k = 0; k < n; k++) {
+		const struct fault_request *r = &log[k];
+		cr_assert_eq(r->status, cases[k].status, "record %zu: status %d", k, r->status);
+		cr_assert_eq(r->range_start, cases[k].start, "record %zu: range_start %lld", k,
+		             (long long)r->range_start);
+		cr_assert_eq(r->range_end, cases[k].end, "record %zu: range_end %lld", k,
+		             (long long)r->range_end);
+		if (k == n - 1) {
+			cr_assert_eq(strlen(r->host), sizeof(r->host) - 1);
+			cr_assert_eq(strncmp(r->host, longhost, sizeof(r->host) - 1), 0);
+		} else {
+			cr_assert_str_eq(r->host, cases[k].host ? cases[k].host : host, "record %zu", k);
+		}
+		/* Inside the client's own window, request before answer. */
+		cr_assert_leq(before[k], r->t_request_ns, "record %zu", k);
+		cr_assert_leq(r->t_request_ns, r->t_answered_ns, "record %zu", k);
+		cr_assert_leq(r->t_answered_ns, after[k], "record %zu", k);
+	}
+	/* Entries past max are not written; n is returned all the same. */
+	cr_assert_eq(log[n].status, (int)0xa5a5a5a5);
+	struct fault_request two[3];
+	memset(two, 0, sizeof(two));
+	cr_assert_eq(fault_origin_log(fo, paths[F_MID], two, 2), (int)n);
+	cr_assert_eq(memcmp(two, log, 2 * sizeof(two[0])), 0);
+	cr_assert_eq(two[2].t_request_ns, 0);
+	cr_assert_eq(fault_origin_log(fo, paths[F_MID], NULL, 0), (int)n);
+	cr_assert_eq(fault_origin_log(fo, "/never-asked", NULL, 0), 0);
+
+	/* clear() keeps the log; set() empties it, with the count. */
+	fault_origin_clear(fo);
+	cr_assert_eq(fault_origin_log(fo, paths[F_MID], NULL, 0), (int)n);
+	struct fault f = { .kind = FAULT_503, .first_k = 1, .retry_after_s = 1 };
+	cr_assert_eq(fault_origin_set(fo, paths[F_MID], &f), 0);
+	cr_assert_eq(fault_origin_log(fo, paths[F_MID], NULL, 0), 0);
+	struct xfer x;
+	fetch(url_paths[F_MID], NULL, &x);
+	cr_assert_eq(x.status, 503);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_log(fo, paths[F_MID], log, 16), 1);
+	cr_assert_eq(log[0].status, 503);
+	cr_assert_eq(log[0].range_start, -1);
+	cr_assert_neq(log[0].t_answered_ns, 0);
+	stop_checked();
+}
+
+/*
+ * Responses without a body, one after the other on one connection: each
+ * record must be complete the moment curl returns, with no waiting. Past
+ * FAULT_LOG_MAX, requests are counted but not logged: the log keeps the
+ * first ones (told apart by their range start), in order.
+ */
+Test(faultorigin, log_is_complete_when_the_head_is_read_and_keeps_the_first)
+{
+	const unsigned total = FAULT_LOG_MAX + 44;
+	CURL *h = curl_easy_init();
+	cr_assert_not_null(h);
+	static struct fault_request log[FAULT_LOG_MAX + 1];
+	uint64_t prev_answered = 0;
+	for (unsigned k = 0; k < total; k++) {
+		struct xfer x;
+		char range[32];
+		snprintf(range, sizeof(range), "%u-", k);
+		struct opts op = { .nobody = 1, .range = range };
+		fetch_on(h, url_paths[F_BIG], &op, &x);
+		cr_assert_eq(x.rc, CURLE_OK, "request %u: %s", k, curl_easy_strerror(x.rc));
+		cr_assert_eq(x.status, 206);
+		xfer_free(&x);
+		int n = fault_origin_log(fo, paths[F_BIG], log, FAULT_LOG_MAX + 1);
+		cr_assert_eq(n, (int)(k + 1 < FAULT_LOG_MAX ? k + 1 : FAULT_LOG_MAX));
+		if (k >= FAULT_LOG_MAX)
+			continue;
+		cr_assert_eq(log[k].status, 206, "request %u: record not complete", k);
+		cr_assert_neq(log[k].t_answered_ns, 0, "request %u: record not complete", k);
+		cr_assert_geq(log[k].t_request_ns, prev_answered, "request %u", k);
+		prev_answered = log[k].t_answered_ns;
+	}
+	curl_easy_cleanup(h);
+	cr_assert_eq(fault_origin_requests(fo, paths[F_BIG]), total);
+	for (unsigned k = 0; k < FAULT_LOG_MAX; k++)
+		cr_assert_eq(log[k].range_start, (int64_t)k, "record %u", k);
+	stop_checked();
+}
+
+/* A retry that honours Retry-After shows in the log as a gap of at least
+ * that long between the 503 answered and the next request, also on one
+ * kept-alive connection (t_request_ns is the head's, not the connection's). */
+Test(faultorigin, log_times_show_the_wait_between_a_503_and_its_retry)
+{
+	struct fault f = { .kind = FAULT_503, .first_k = 1, .retry_after_s = 1 };
+	cr_assert_eq(fault_origin_set(fo, paths[F_SMALL], &f), 0);
+	CURL *h = curl_easy_init();
+	cr_assert_not_null(h);
+	struct xfer x;
+	fetch_on(h, url_paths[F_SMALL], NULL, &x);
+	cr_assert_eq(x.status, 503);
+	cr_assert_eq(x.retry_after, 1);
+	xfer_free(&x);
+	sleep_ms(1000);
+	fetch_on(h, url_paths[F_SMALL], NULL, &x);
+	expect_whole(&x, F_SMALL);
+	cr_assert_eq(x.new_conns, 0, "the retry did not reuse the connection");
+	xfer_free(&x);
+	curl_easy_cleanup(h);
+	struct fault_request log[2];
+	cr_assert_eq(fault_origin_log(fo, paths[F_SMALL], log, 2), 2);
+	cr_assert_eq(log[0].status, 503);
+	cr_assert_eq(log[1].status, 200);
+	cr_assert_geq(log[1].t_request_ns - log[0].t_answered_ns, 1000000000ull,
+	              "%llu ns between the 503 and the retry",
+	              (unsigned long long)(log[1].t_request_ns - log[0].t_answered_ns));
+	stop_checked();
+}
+
+Test(faultorigin, body_bytes_counts_file_bytes_sent_per_origin)
+{
+	cr_assert_eq(fault_origin_body_bytes(fo), 0);
+	struct xfer x;
+	uint64_t want = 0;
+
+	fetch(url_paths[F_SMALL], NULL, &x);
+	expect_whole(&x, F_SMALL);
+	xfer_free(&x);
+	want += sizes[F_SMALL];
+	cr_assert_eq(fault_origin_body_bytes(fo), want);
+
+	struct opts ranged = { .range = "100-199" };
+	fetch(url_paths[F_MID], &ranged, &x);
+	cr_assert_eq(x.status, 206);
+	xfer_free(&x);
+	want += 100;
+	cr_assert_eq(fault_origin_body_bytes(fo), want);
+
+	/* No file bytes: a HEAD, a 404, a 416, a 503, a 429 (their text bodies
+	 * do not count). */
+	struct opts head = { .nobody = 1 };
+	fetch(url_paths[F_MID], &head, &x);
+	xfer_free(&x);
+	fetch("/nope.sst", NULL, &x);
+	cr_assert_eq(x.status, 404);
+	xfer_free(&x);
+	struct opts past = { .range = "5000-" };
+	fetch(url_paths[F_SMALL], &past, &x);
+	cr_assert_eq(x.status, 416);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_set(fo, paths[F_ONE], &(struct fault){ .kind = FAULT_503 }), 0);
+	fetch(url_paths[F_ONE], NULL, &x);
+	cr_assert_eq(x.status, 503);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_set(fo, paths[F_ONE], &(struct fault){ .kind = FAULT_429 }), 0);
+	fetch(url_paths[F_ONE], NULL, &x);
+	cr_assert_eq(x.status, 429);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_body_bytes(fo), want);
+
+	/* A cut body counts what was sent; a flipped and a no-range body whole. */
+	cr_assert_eq(fault_origin_set(fo, paths[F_BIG],
+	                              &(struct fault){ .kind = FAULT_CLOSE, .at = 4096 }),
+	             0);
+	fetch(url_paths[F_BIG], NULL, &x);
+	cr_assert_eq(x.rc, CURLE_PARTIAL_FILE);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_set(fo, paths[F_MID],
+	                              &(struct fault){ .kind = FAULT_RESET, .at = 100000 }),
+	             0);
+	fetch(url_paths[F_MID], NULL, &x);
+	cr_assert_eq(x.rc, CURLE_RECV_ERROR);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_set(fo, paths[F_SPACE],
+	                              &(struct fault){ .kind = FAULT_FLIP, .at = 5 }),
+	             0);
+	fetch(url_paths[F_SPACE], NULL, &x);
+	cr_assert_eq(x.len, sizes[F_SPACE]);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_set(fo, paths[F_NESTED],
+	                              &(struct fault){ .kind = FAULT_NORANGE }),
+	             0);
+	fetch(url_paths[F_NESTED], &ranged, &x);
+	cr_assert_eq(x.status, 200);
+	xfer_free(&x);
+	want += 4096 + 100000 + sizes[F_SPACE] + sizes[F_NESTED];
+	cr_assert_eq(fault_origin_body_bytes(fo), want);
+
+	/* A second origin on the same files counts its own bytes only. */
+	struct fault_origin *fo2 = NULL;
+	int err = fault_origin_start(ds.dir, &fo2);
+	cr_assert_eq(err, 0, "fault_origin_start: %s", strerror(-err));
+	struct opts other = { .origin = fo2 };
+	fetch(url_paths[F_MID], &other, &x);
+	expect_whole(&x, F_MID);
+	xfer_free(&x);
+	struct opts other_ranged = { .origin = fo2, .range = "-7" };
+	fetch(url_paths[F_MID], &other_ranged, &x);
+	cr_assert_eq(x.status, 206);
+	xfer_free(&x);
+	cr_assert_eq(fault_origin_body_bytes(fo2), sizes[F_MID] + 7);
+	cr_assert_eq(fault_origin_body_bytes(fo), want);
+	struct fault_request r;
+	cr_assert_eq(fault_origin_log(fo2, paths[F_MID], &r, 1), 2);
+	cr_assert_str_eq(r.host, fault_origin_url(fo2) + strlen("http://"));
+	cr_assert_str_neq(r.host, fault_origin_url(fo) + strlen("http://"));
+	fault_origin_stop(fo2);
 	stop_checked();
 }

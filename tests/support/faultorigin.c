@@ -37,12 +37,25 @@
                                    checked while the client acknowledges */
 #define ACCEPT_RETRY_MS 10      /* after EMFILE and the like */
 
-/* One path of the table: its fault and the requests counted since it was
- * set (or first seen). */
+/* One path of the table: its fault, the requests counted since it was set
+ * (or first seen) and the log of the first FAULT_LOG_MAX of them. Entries
+ * are never removed, so an index into the table stays valid. */
 struct entry {
 	char *path;
 	struct fault f;
 	unsigned count;
+	unsigned gen;                /* bumped by each set: tells a handler
+	                                whether its record is still in log[] */
+	struct fault_request *log;
+	unsigned nlog, logcap;
+};
+
+/* Where a request's record is: log[idx] of entry tab[ei], if the entry's
+ * gen is still gen. */
+struct ticket {
+	int valid;
+	size_t ei;
+	unsigned gen, idx;
 };
 
 struct conn {
@@ -63,9 +76,10 @@ struct fault_origin {
 	atomic_int stopping;
 	atomic_uint nconn;
 	atomic_uint nreq;
+	_Atomic uint64_t body_bytes;
 	pthread_t acceptor;
 	char url[64];
-	pthread_mutex_t mu;     /* guards tab, ntab, cap */
+	pthread_mutex_t mu;     /* guards tab (its entries' logs too), ntab, cap */
 	struct entry *tab;
 	size_t ntab, cap;
 	struct conn *conns;     /* the accept thread's until it is joined, then stop's */
@@ -107,18 +121,17 @@ static int wait_fd(struct fault_origin *o, int fd, short events, int timeout_ms)
 	}
 }
 
-/* Sends all of p. Returns 0, -ESHUTDOWN, or the -errno of send (the client
- * went away). */
-static int send_all(struct conn *c, const void *p, size_t len)
+/* Sends all of p, *len bytes; leaves in *len what was not sent. Returns 0,
+ * -ESHUTDOWN, or the -errno of send (the client went away). */
+static int send_loop(struct conn *c, const char *p, size_t *len)
 {
-	const char *at = p;
-	while (len > 0) {
+	while (*len > 0) {
 		if (stopping(c->o))
 			return -ESHUTDOWN;
-		ssize_t n = send(c->fd, at, len, MSG_NOSIGNAL);
+		ssize_t n = send(c->fd, p, *len, MSG_NOSIGNAL);
 		if (n > 0) {
-			at += n;
-			len -= (size_t)n;
+			p += n;
+			*len -= (size_t)n;
 			continue;
 		}
 		if (n == 0)
@@ -132,6 +145,21 @@ static int send_all(struct conn *c, const void *p, size_t len)
 			return w;
 	}
 	return 0;
+}
+
+/*
+ * Sends all of p. Returns as send_loop(). With `body`, the bytes count in
+ * o->body_bytes before they are sent, so that a client never reads bytes
+ * not yet counted; what could not be sent is taken back.
+ */
+static int send_all(struct conn *c, const void *p, size_t len, int body)
+{
+	if (body)
+		atomic_fetch_add_explicit(&c->o->body_bytes, len, memory_order_relaxed);
+	int err = send_loop(c, p, &len);
+	if (body && len > 0)
+		atomic_fetch_sub_explicit(&c->o->body_bytes, len, memory_order_relaxed);
+	return err;
 }
 
 static uint64_t now_ns(void)
@@ -253,17 +281,54 @@ static struct entry *get_locked(struct fault_origin *o, const char *path)
 	return e;
 }
 
-/* Counts one request of path; returns in *f the fault it gets (FAULT_NONE
- * when none applies). Out of memory the request goes uncounted, unfaulted. */
-static void count_request(struct fault_origin *o, const char *path, struct fault *f)
+/*
+ * Counts one request of path and, among the first FAULT_LOG_MAX, logs rec
+ * for it (*t tells where; not valid when unlogged); returns in *f the fault
+ * it gets (FAULT_NONE when none applies). Out of memory the request goes
+ * uncounted, unfaulted, or only unlogged.
+ */
+static void count_request(struct fault_origin *o, const char *path,
+                          const struct fault_request *rec, struct fault *f,
+                          struct ticket *t)
 {
 	memset(f, 0, sizeof(*f));
+	memset(t, 0, sizeof(*t));
 	pthread_mutex_lock(&o->mu);
 	struct entry *e = get_locked(o, path);
 	if (e) {
 		e->count++;
 		if (e->f.kind != FAULT_NONE && (e->f.first_k == 0 || e->count <= e->f.first_k))
 			*f = e->f;
+		if (e->count <= FAULT_LOG_MAX && e->nlog == e->logcap) {
+			unsigned cap = e->logcap ? e->logcap * 2 : 8;
+			if (cap > FAULT_LOG_MAX)
+				cap = FAULT_LOG_MAX;
+			struct fault_request *log = realloc(e->log, cap * sizeof(*log));
+			if (log) {
+				e->log = log;
+				e->logcap = cap;
+			}
+		}
+		if (e->count <= FAULT_LOG_MAX && e->nlog < e->logcap) {
+			*t = (struct ticket){ .valid = 1, .ei = (size_t)(e - o->tab), .gen = e->gen,
+			                      .idx = e->nlog };
+			e->log[e->nlog++] = *rec;
+		}
+	}
+	pthread_mutex_unlock(&o->mu);
+}
+
+/* Fills in the status and, when not 0, t_answered_ns of a logged request. */
+static void log_answer(struct fault_origin *o, const struct ticket *t, int status,
+                       uint64_t t_answered_ns)
+{
+	if (!t->valid)
+		return;
+	pthread_mutex_lock(&o->mu);
+	struct entry *e = &o->tab[t->ei];
+	if (e->gen == t->gen && t->idx < e->nlog) {
+		e->log[t->idx].status = status;
+		e->log[t->idx].t_answered_ns = t_answered_ns;
 	}
 	pthread_mutex_unlock(&o->mu);
 }
@@ -276,6 +341,8 @@ struct req {
 	int close;              /* close after the response */
 	char *target;           /* request-target, NUL-terminated in c->in */
 	const char *range;      /* Range value, or NULL */
+	const char *host;       /* first Host value, or NULL */
+	struct ticket log;      /* its record in the path's log, if any */
 };
 
 /* Length of the head in in[0..have) up to and including its blank line,
@@ -420,6 +487,9 @@ static int parse_head(struct conn *c, size_t len, struct req *rq)
 				keep = 1;
 		} else if (strcasecmp(p, "Range") == 0) {
 			rq->range = v;
+		} else if (strcasecmp(p, "Host") == 0) {
+			if (!rq->host)
+				rq->host = v;
 		} else if (strcasecmp(p, "Transfer-Encoding") == 0) {
 			has_body = 1;
 		} else if (strcasecmp(p, "Content-Length") == 0) {
@@ -503,34 +573,62 @@ static int parse_u64(const char **sp, uint64_t *v)
 	return 0;
 }
 
+/* A Range value read as "bytes=A-B", either number optional. */
+struct range_spec {
+	int has_a, has_b;
+	uint64_t a, b;
+};
+
+/*
+ * Reads a Range value. Returns 0 with *rs set for one byte range, -1 for a
+ * header to ignore: none, other unit, several ranges, bad syntax, B < A.
+ */
+static int parse_range_spec(const char *v, struct range_spec *rs)
+{
+	memset(rs, 0, sizeof(*rs));
+	if (!v || strncasecmp(v, "bytes=", 6) != 0)
+		return -1;
+	const char *s = v + 6;
+	while (*s == ' ')
+		s++;
+	if (parse_u64(&s, &rs->a) == 0)
+		rs->has_a = 1;
+	if (*s != '-')
+		return -1;
+	s++;
+	if (parse_u64(&s, &rs->b) == 0)
+		rs->has_b = 1;
+	while (*s == ' ')
+		s++;
+	if (*s != '\0' || (!rs->has_a && !rs->has_b))
+		return -1;
+	if (rs->has_a && rs->has_b && rs->b < rs->a)
+		return -1;
+	return 0;
+}
+
+static int64_t log_number(int has, uint64_t v)
+{
+	if (!has)
+		return -1;
+	return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
 enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
 
 /*
  * Applies a Range value to a file of `size` bytes. RANGE_OK sets the
  * inclusive [*first, *last]; RANGE_NONE means serve the whole file (no
- * header, or one to ignore: other unit, several ranges, bad syntax).
+ * header, or one to ignore: other unit, several ranges, bad syntax, B < A).
  */
 static enum range_result parse_range(const char *v, uint64_t size, uint64_t *first,
                                      uint64_t *last)
 {
-	if (!v || strncasecmp(v, "bytes=", 6) != 0)
+	struct range_spec rs;
+	if (parse_range_spec(v, &rs) != 0)
 		return RANGE_NONE;
-	const char *s = v + 6;
-	while (*s == ' ')
-		s++;
-	uint64_t a = 0, b = 0;
-	int has_a = 0, has_b = 0;
-	if (parse_u64(&s, &a) == 0)
-		has_a = 1;
-	if (*s != '-')
-		return RANGE_NONE;
-	s++;
-	if (parse_u64(&s, &b) == 0)
-		has_b = 1;
-	while (*s == ' ')
-		s++;
-	if (*s != '\0' || (!has_a && !has_b))
-		return RANGE_NONE;
+	uint64_t a = rs.a, b = rs.b;
+	int has_a = rs.has_a, has_b = rs.has_b;
 	if (!has_a) {
 		/* Suffix: the last b bytes. */
 		if (b == 0 || size == 0)
@@ -539,8 +637,6 @@ static enum range_result parse_range(const char *v, uint64_t size, uint64_t *fir
 		*last = size - 1;
 		return RANGE_OK;
 	}
-	if (has_b && b < a)
-		return RANGE_NONE;
 	if (a >= size)
 		return RANGE_UNSATISFIABLE;
 	*first = a;
@@ -558,11 +654,32 @@ static const char *reason(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 416: return "Range Not Satisfiable";
+	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 503: return "Service Unavailable";
 	case 505: return "HTTP Version Not Supported";
 	default: return "Error";
 	}
+}
+
+/*
+ * Sends a response head of len > 0 bytes and logs it: the status first,
+ * then the time once all but the last byte is out, before that byte, so a
+ * client never reads a whole head whose record is incomplete. Returns as
+ * send_all().
+ */
+static int send_head(struct conn *c, const struct req *rq, int status, const char *head,
+                     size_t len)
+{
+	log_answer(c->o, &rq->log, status, 0);
+	int err = send_all(c, head, len - 1, 0);
+	if (err)
+		return err;
+	log_answer(c->o, &rq->log, status, now_ns());
+	err = send_all(c, head + len - 1, 1, 0);
+	if (err)
+		log_answer(c->o, &rq->log, status, 0);
+	return err;
 }
 
 /*
@@ -584,11 +701,11 @@ static enum next send_status(struct conn *c, int status, const char *extra,
 	                    "%s%s\r\n",
 	                    status, reason(status), blen, extra,
 	                    rq->close ? "Connection: close\r\n" : "");
-	if (hlen < 0 || (size_t)hlen >= sizeof(head))
+	if (hlen <= 0 || (size_t)hlen >= sizeof(head))
 		return NEXT_ABORT;
-	if (send_all(c, head, (size_t)hlen) != 0)
+	if (send_head(c, rq, status, head, (size_t)hlen) != 0)
 		return NEXT_ABORT;
-	if (!rq->head_only && send_all(c, body, (size_t)blen) != 0)
+	if (!rq->head_only && send_all(c, body, (size_t)blen, 0) != 0)
 		return NEXT_ABORT;
 	return rq->close ? NEXT_CLOSE : NEXT_REQUEST;
 }
@@ -635,7 +752,7 @@ static int send_body(struct conn *c, int fd, uint64_t off, uint64_t len,
 		uint64_t pos = off + sent;
 		if (f->kind == FAULT_FLIP && f->at >= pos && f->at - pos < (uint64_t)n)
 			c->buf[f->at - pos] ^= 0x01;
-		int err = send_all(c, c->buf, (size_t)n);
+		int err = send_all(c, c->buf, (size_t)n, 1);
 		if (err)
 			return err;
 		if (sent >= fast)
@@ -660,7 +777,8 @@ static enum next serve_file(struct conn *c, const char *path, const struct req *
 		return send_status(c, 404, "", rq);
 
 	uint64_t size = (uint64_t)st.st_size, first = 0, last = 0;
-	enum range_result rr = parse_range(rq->range, size, &first, &last);
+	int norange = f->kind == FAULT_NORANGE;
+	enum range_result rr = norange ? RANGE_NONE : parse_range(rq->range, size, &first, &last);
 	if (rr == RANGE_UNSATISFIABLE) {
 		close(fd);
 		char extra[64];
@@ -674,20 +792,20 @@ static enum next serve_file(struct conn *c, const char *path, const struct req *
 		snprintf(crange, sizeof(crange), "Content-Range: bytes %llu-%llu/%llu\r\n",
 		         (unsigned long long)first, (unsigned long long)last,
 		         (unsigned long long)size);
+	int status = rr == RANGE_OK ? 206 : 200;
 	char head[512];
 	int hlen = snprintf(head, sizeof(head),
 	                    "HTTP/1.1 %d %s\r\n"
 	                    "Server: sstf-faultorigin\r\n"
 	                    "Content-Type: application/octet-stream\r\n"
 	                    "Content-Length: %llu\r\n"
-	                    "Accept-Ranges: bytes\r\n"
-	                    "%s%s\r\n",
-	                    rr == RANGE_OK ? 206 : 200, rr == RANGE_OK ? reason(206) : reason(200),
-	                    (unsigned long long)len, crange,
+	                    "%s%s%s\r\n",
+	                    status, reason(status), (unsigned long long)len,
+	                    norange ? "" : "Accept-Ranges: bytes\r\n", crange,
 	                    rq->close ? "Connection: close\r\n" : "");
 	int err = hlen > 0 && (size_t)hlen < sizeof(head) ? 0 : -EOVERFLOW;
 	if (!err)
-		err = send_all(c, head, (size_t)hlen);
+		err = send_head(c, rq, status, head, (size_t)hlen);
 
 	/* How much of the body goes out before a cutting fault acts. */
 	int cuts = f->kind == FAULT_RESET || f->kind == FAULT_CLOSE || f->kind == FAULT_STALL;
@@ -713,8 +831,35 @@ static enum next serve_file(struct conn *c, const char *path, const struct req *
 	}
 }
 
-/* Handles the request whose head is c->in[0..len). */
-static enum next handle(struct conn *c, size_t len)
+/*
+ * Writes into out the Retry-After header line (with its CRLF) that fault f
+ * gives, or "" for none.
+ */
+static void retry_after(const struct fault *f, char *out, size_t outlen)
+{
+	static const char wday[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char month[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	out[0] = '\0';
+	if (!f->retry_after_date) {
+		if (f->retry_after_s)
+			snprintf(out, outlen, "Retry-After: %u\r\n", f->retry_after_s);
+		return;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* Rounded up: the date is never less than retry_after_s away. */
+	time_t when = ts.tv_sec + (time_t)f->retry_after_s + (ts.tv_nsec > 0 ? 1 : 0);
+	struct tm tm;
+	if (!gmtime_r(&when, &tm))
+		return;
+	snprintf(out, outlen, "Retry-After: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+	         wday[tm.tm_wday], tm.tm_mday, month[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+	         tm.tm_min, tm.tm_sec);
+}
+
+/* Handles the request whose head is c->in[0..len), read at t_read_ns. */
+static enum next handle(struct conn *c, size_t len, uint64_t t_read_ns)
 {
 	atomic_fetch_add_explicit(&c->o->nreq, 1, memory_order_relaxed);
 	struct req rq;
@@ -725,13 +870,21 @@ static enum next handle(struct conn *c, size_t len)
 	if (status)
 		return send_status(c, status, "", &rq);
 
+	struct fault_request rec = { .t_request_ns = t_read_ns, .range_start = -1,
+	                             .range_end = -1 };
+	struct range_spec rs;
+	if (parse_range_spec(rq.range, &rs) == 0) {
+		rec.range_start = log_number(rs.has_a, rs.a);
+		rec.range_end = log_number(rs.has_b, rs.b);
+	}
+	if (rq.host)
+		snprintf(rec.host, sizeof(rec.host), "%s", rq.host);
 	struct fault f;
-	count_request(c->o, rq.target, &f);
-	if (f.kind == FAULT_503) {
-		char extra[48] = "";
-		if (f.retry_after_s)
-			snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", f.retry_after_s);
-		return send_status(c, 503, extra, &rq);
+	count_request(c->o, rq.target, &rec, &f, &rq.log);
+	if (f.kind == FAULT_503 || f.kind == FAULT_429) {
+		char extra[64];
+		retry_after(&f, extra, sizeof(extra));
+		return send_status(c, f.kind == FAULT_503 ? 503 : 429, extra, &rq);
 	}
 	if (f.kind == FAULT_404)
 		return send_status(c, 404, "", &rq);
@@ -753,7 +906,7 @@ static void *conn_main(void *arg)
 			next = NEXT_ABORT;
 			break;
 		}
-		next = handle(c, (size_t)len);
+		next = handle(c, (size_t)len, now_ns());
 		/* Keep what followed the head (a pipelined request). */
 		c->have -= (size_t)len;
 		memmove(c->in, c->in + len, c->have);
@@ -850,6 +1003,7 @@ int fault_origin_start(const char *root, struct fault_origin **out)
 	atomic_init(&o->stopping, 0);
 	atomic_init(&o->nconn, 0);
 	atomic_init(&o->nreq, 0);
+	atomic_init(&o->body_bytes, 0);
 	int err = pthread_mutex_init(&o->mu, NULL);
 	if (err) {
 		free(o);
@@ -908,7 +1062,7 @@ int fault_origin_set(struct fault_origin *o, const char *path, const struct faul
 	static const struct fault none = { .kind = FAULT_NONE };
 	if (!f)
 		f = &none;
-	if (!path || path[0] != '/' || f->kind < FAULT_NONE || f->kind > FAULT_SLOW ||
+	if (!path || path[0] != '/' || f->kind < FAULT_NONE || f->kind > FAULT_NORANGE ||
 	    (f->kind == FAULT_SLOW && f->rate == 0))
 		return -EINVAL;
 	pthread_mutex_lock(&o->mu);
@@ -916,6 +1070,8 @@ int fault_origin_set(struct fault_origin *o, const char *path, const struct faul
 	if (e) {
 		e->f = *f;
 		e->count = 0;
+		e->nlog = 0;
+		e->gen++;
 	}
 	pthread_mutex_unlock(&o->mu);
 	return e ? 0 : -ENOMEM;
@@ -948,6 +1104,23 @@ unsigned fault_origin_connections(struct fault_origin *o)
 	return atomic_load(&o->nconn);
 }
 
+int fault_origin_log(struct fault_origin *o, const char *path, struct fault_request *out,
+                     size_t max)
+{
+	pthread_mutex_lock(&o->mu);
+	const struct entry *e = find_locked(o, path);
+	unsigned n = e ? e->nlog : 0;
+	for (size_t i = 0; i < n && i < max; i++)
+		out[i] = e->log[i];
+	pthread_mutex_unlock(&o->mu);
+	return (int)n;
+}
+
+uint64_t fault_origin_body_bytes(struct fault_origin *o)
+{
+	return atomic_load(&o->body_bytes);
+}
+
 void fault_origin_stop(struct fault_origin *o)
 {
 	if (!o)
@@ -967,8 +1140,10 @@ void fault_origin_stop(struct fault_origin *o)
 	}
 	close(o->wakefd);
 	close(o->rootfd);
-	for (size_t i = 0; i < o->ntab; i++)
+	for (size_t i = 0; i < o->ntab; i++) {
 		free(o->tab[i].path);
+		free(o->tab[i].log);
+	}
 	free(o->tab);
 	pthread_mutex_destroy(&o->mu);
 	free(o);
