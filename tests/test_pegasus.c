@@ -91,10 +91,20 @@ static void fixture_fini(void)
 	work = dest = NULL;
 }
 
+/* The split runs: files of 256 KiB and more go over this many ranged
+ * streams (0: the engine's defaults, under which none of these splits). */
+static unsigned split_streams;
+/* Files reported with more than one stream, over the whole test. */
+static atomic_uint split_files;
+
 static sstf_engine *engine_new(int fsync_on)
 {
 	struct sstf_config cfg;
 	memset(&cfg, 0, sizeof(cfg));
+	if (split_streams) {
+		cfg.split = split_streams;
+		cfg.split_min = 256 * KIB;
+	}
 	cfg.buf_size = 64 * KIB;
 	cfg.max_transfers = 8;
 	cfg.mem_limit = 2 * 8 * 64 * KIB;
@@ -224,6 +234,8 @@ static void on_file(void *user, uint64_t gen, const struct sstf_file_result *res
 	atomic_fetch_add(&g->file_done, 1);
 	if (res->result == 0)
 		atomic_fetch_add(&g->file_ok, 1);
+	if (res->streams > 1)
+		atomic_fetch_add(&split_files, 1);
 	if (res->result != 0 && g->on_fail == FAIL_SIGNAL) {
 		pthread_mutex_lock(&g->mu);
 		g->failed_seen = 1;
@@ -449,8 +461,7 @@ static void replica_restart_once(sstf_engine *eng, unsigned iter, struct genrec 
 	assert_no_violations();
 }
 
-Test(pegasus, replica_restart_cancel_from_other_thread_then_resubmit,
-     .init = fixture_init, .fini = fixture_fini)
+static void replica_restart_cancel_from_other_thread_then_resubmit(void)
 {
 	unsigned n = iters();
 	struct genrec *recs = calloc(2 * (size_t)n, sizeof(*recs));
@@ -480,8 +491,7 @@ Test(pegasus, replica_restart_cancel_from_other_thread_then_resubmit,
 	free(recs);
 }
 
-Test(pegasus, engine_free_with_generation_in_flight,
-     .init = fixture_init, .fini = fixture_fini)
+static void engine_free_with_generation_in_flight(void)
 {
 	unsigned n = iters() / 10 + 1;
 	struct genrec *recs = calloc(n, sizeof(*recs));
@@ -532,8 +542,7 @@ static struct sstf_file *batch_with_missing(size_t missing, unsigned iter)
 	return files;
 }
 
-Test(pegasus, missing_file_main_thread_cancels_on_failure,
-     .init = fixture_init, .fini = fixture_fini)
+static void missing_file_main_thread_cancels_on_failure(void)
 {
 	unsigned n = iters();
 	struct genrec *recs = calloc(n, sizeof(*recs));
@@ -586,8 +595,7 @@ Test(pegasus, missing_file_main_thread_cancels_on_failure,
 	free(recs);
 }
 
-Test(pegasus, missing_file_cancel_from_callback_gives_einprogress,
-     .init = fixture_init, .fini = fixture_fini)
+static void missing_file_cancel_from_callback_gives_einprogress(void)
 {
 	unsigned n = iters();
 	struct genrec *recs = calloc(n, sizeof(*recs));
@@ -632,3 +640,29 @@ Test(pegasus, missing_file_cancel_from_callback_gives_einprogress,
 		genrec_destroy(&recs[i]);
 	free(recs);
 }
+
+/*
+ * Each scenario as Pegasus meets it, then again with every file split over
+ * four ranged streams (split_min 256 KiB): cancel, drain and free must hold
+ * for every stream of a file, not only for its first.
+ */
+#define SCENARIO(name, reports)                                                            \
+	Test(pegasus, name, .init = fixture_init, .fini = fixture_fini)                    \
+	{                                                                                  \
+		name();                                                                    \
+	}                                                                                  \
+	Test(pegasus, name##_split, .init = fixture_init, .fini = fixture_fini)            \
+	{                                                                                  \
+		split_streams = 4;                                                         \
+		name();                                                                    \
+		if (reports)                                                               \
+			cr_assert_gt(atomic_load(&split_files), 0,                         \
+			             "no file ran on several streams");                    \
+	}
+
+/* `reports`: the scenario sees files end, so the split must show in their
+ * results (a free in flight silences every file). */
+SCENARIO(replica_restart_cancel_from_other_thread_then_resubmit, 1)
+SCENARIO(engine_free_with_generation_in_flight, 0)
+SCENARIO(missing_file_main_thread_cancels_on_failure, 1)
+SCENARIO(missing_file_cancel_from_callback_gives_einprogress, 1)
