@@ -450,21 +450,20 @@ static void *loop_main(void *arg)
 		 */
 		int pass = 0;
 		bool more;
-		uint64_t tokens_at;
 		do {
 			take_commands(e);
 			if (e->stopping && all_ended(e))
 				return NULL;
 			sstf__timers_run(e, sstf__now_ns());
 			run_sources(e);
-			tokens_at = sstf__stream_resume_paused(e);
+			sstf__stream_resume_paused(e);
 			start_pending(e);
 			run_sources(e);
 			more = work_ready(e);
 		} while (more && ++pass < MAX_PASSES);
 		/* For what this turn scheduled: backoffs, the sources' timers, the
 		 * rate limit's next tokens. */
-		sstf__timers_arm(e, tokens_at);
+		sstf__timers_arm(e, sstf__stream_tokens_at(e));
 
 		if (more)
 			io_uring_submit_and_get_events(&e->ring);

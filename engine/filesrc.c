@@ -65,16 +65,16 @@ static void issue_read(struct sstf_engine *e, struct sstf__stream *s)
 		return;
 	}
 	uint32_t len;
-	int idx = sstf__stream_buffer(e, s, &len);
-	if (idx < 0)
+	int idx;
+	uint8_t *buf = sstf__stream_buffer(e, s, &len, &idx);
+	if (!buf)
 		return; /* paused: resume() reads on */
-	uint8_t *buf = sstf__pool_buf(&e->pool, idx);
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 	if (e->pool.fixed)
 		io_uring_prep_read_fixed(sqe, fs->fd, buf, len, s->pos, idx);
 	else
 		io_uring_prep_read(sqe, fs->fd, buf, len, s->pos);
-	sstf__ring_tag(sqe, s->slot, SSTF__OP_READ, (unsigned)idx);
+	sstf__ring_tag(sqe, s->slot, SSTF__OP_READ, 0);
 	fs->reading = true;
 }
 
@@ -116,7 +116,7 @@ out:
 
 static void file_stop(struct sstf_engine *e, struct sstf__stream *s)
 {
-	/* A read in flight drains (on_cqe puts its buffer back); the ring
+	/* A read in flight drains (on_cqe gives its buffer back); the ring
 	 * holds its own reference to the file, so closing now is safe. */
 	struct file_stream *fs = fs_of(e, s);
 	if (fs->fd >= 0)
@@ -130,27 +130,26 @@ static void file_resume(struct sstf_engine *e, struct sstf__stream *s)
 }
 
 static void file_on_cqe(struct sstf_engine *e, struct sstf__stream *s, enum sstf__op op,
-                        unsigned buf, int res)
+                        unsigned aux, int res)
 {
 	struct file_stream *fs = fs_of(e, s);
 	fs->reading = false;
-	if (!s->attempt || res < 0 || res == 0) {
-		sstf__pool_put(&e->pool, (int)buf);
-		if (!s->attempt)
-			return;
+	bool live = s->attempt;
+	/* First: the lent buffer goes back, or its bytes go on. */
+	sstf__stream_filled(e, s, res > 0 ? (uint32_t)res : 0);
+	if (!live || !s->attempt)
+		return; /* stopped, or the file failed and stopped its streams */
+	if (res <= 0) {
 		struct sstf__src_end end = {0};
 		if (res < 0) {
 			end.err = res;
 			end.detail = "read from source failed";
 		}
-		/* res == 0: EOF before the part's end; the stream says so. */
+		/* res == 0: EOF; a part cut short is the stream's to say. */
 		file_stop(e, s);
 		sstf__stream_end(e, s, &end);
 		return;
 	}
-	sstf__stream_filled(e, s, (int)buf, (uint32_t)res);
-	if (!s->attempt)
-		return; /* the file failed and stopped its streams */
 	issue_read(e, s);
 }
 

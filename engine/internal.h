@@ -602,9 +602,11 @@ struct sstf__stream {
 	                                 body sent for a ranged request */
 	bool ranged;                  /* the attempt asks for [pos, end) */
 	bool attempt;                 /* the source runs an attempt */
+	bool lent;                    /* cur_buf is lent to a source's read */
 	bool primary;                 /* the file's first stream */
 	enum sstf__wait wait;
-	uint64_t wake_ns;             /* SSTF__WAIT_TIMER: when */
+	uint64_t wake_ns;             /* WAIT_TIMER: when; WAIT_RATE: when the
+	                                 tokens will be there */
 	uint32_t heap_index;          /* its place on the timer heap */
 	size_t need;                  /* SSTF__WAIT_RATE: tokens it needs */
 	int cur_buf;                  /* buffer being filled, -1 if none */
@@ -631,21 +633,25 @@ struct sstf__src_end {
 /*
  * Accepts `len` bytes of a stream's body. Returns 0 when all were taken,
  * 1 when the source must pause (nothing was taken; the same bytes come
- * again after ops->resume), -1 when the stream must stop (its file
- * failed, or the bytes overran the part: the attempt is ended for the
- * source, which only has to stop).
+ * again after ops->resume), -1 when the stream takes no more (its file
+ * failed, or the bytes overran the part): the attempt is over, and the
+ * source only has to stop delivering (an sstf__stream_end after it is
+ * allowed and ignored; ops->stop follows).
  */
 int sstf__stream_data(struct sstf_engine *e, struct sstf__stream *s, const void *data,
                       size_t len);
 /*
- * For sources that read straight into the pool: a buffer for the next
- * bytes of s, *len the most it may hold. -1 when s must wait (it is paused,
- * and ops->resume comes later). Hand it back with sstf__stream_filled().
+ * For sources that read straight into the pool: where to read the next
+ * bytes of s (at offset s->pos), at most *len of them, into pool buffer
+ * *idx (for a fixed-buffer read). NULL when s must wait (it is paused, and
+ * ops->resume comes later). The buffer is lent until sstf__stream_filled(),
+ * which must follow every non-NULL return, even for a stopped stream.
  */
-int sstf__stream_buffer(struct sstf_engine *e, struct sstf__stream *s, uint32_t *len);
-/* `len` bytes were read into buffer idx (0: the source has no more). */
-void sstf__stream_filled(struct sstf_engine *e, struct sstf__stream *s, int idx,
-                         uint32_t len);
+uint8_t *sstf__stream_buffer(struct sstf_engine *e, struct sstf__stream *s, uint32_t *len,
+                             int *idx);
+/* `len` bytes were read where sstf__stream_buffer said (0: none, at the
+ * end of the source or after a failed read). */
+void sstf__stream_filled(struct sstf_engine *e, struct sstf__stream *s, uint32_t len);
 /* The attempt ended; never called from inside ops->start or ops->stop. */
 void sstf__stream_end(struct sstf_engine *e, struct sstf__stream *s,
                       const struct sstf__src_end *end);
@@ -668,9 +674,10 @@ void sstf__stream_release(struct sstf_engine *e, struct sstf__stream *s);
 /* A completion on s's slot: its source's. */
 void sstf__stream_on_cqe(struct sstf_engine *e, struct sstf__stream *s, enum sstf__op op,
                          unsigned aux, int res);
-/* Resumes paused streams that can now go on; returns the earliest time a
- * stream waiting for tokens can go on, 0 if none waits. */
-uint64_t sstf__stream_resume_paused(struct sstf_engine *e);
+/* Resumes paused streams that can now go on. */
+void sstf__stream_resume_paused(struct sstf_engine *e);
+/* The earliest time a stream waiting for tokens can go on, 0 if none. */
+uint64_t sstf__stream_tokens_at(struct sstf_engine *e);
 /* Starts a fallen-back file's one stream at its frontier, once every
  * write of the file has landed. */
 void sstf__stream_restart(struct sstf_engine *e, struct sstf__stream *s);
@@ -706,9 +713,10 @@ struct sstf__source_ops {
 	 * the whole object, of which sstf__stream_data drops s->skip bytes).
 	 * Returns 0, or a negative error with why in s->file->detail. */
 	int (*start)(struct sstf_engine *e, struct sstf__stream *s, const char *url);
-	/* Stops the attempt at once; no sstf__stream_end follows. Ring
-	 * operations in flight still complete (on_cqe), after which the
-	 * source must not touch the stream's bytes. */
+	/* Stops the attempt at once; no sstf__stream_end follows.
+	 * Idempotent: it may come for a stream that has no attempt. Ring
+	 * operations in flight still complete (on_cqe); a read into a lent
+	 * buffer then gives it back with sstf__stream_filled(s, 0). */
 	void (*stop)(struct sstf_engine *e, struct sstf__stream *s);
 	/* A paused stream may go on. */
 	void (*resume)(struct sstf_engine *e, struct sstf__stream *s);

@@ -106,16 +106,17 @@ static bool tokens_for(struct sstf_engine *e, struct sstf__stream *s, size_t n)
 		return true;
 	}
 	s->need = 0;
-	if (sstf__rate_take(&e->rate, n, sstf__now_ns()) == 0)
+	uint64_t at = sstf__rate_take(&e->rate, n, sstf__now_ns());
+	if (at == 0)
 		return true;
 	s->need = n;
+	s->wake_ns = at;
 	pause_push(e, s, SSTF__WAIT_RATE);
 	return false;
 }
 
-uint64_t sstf__stream_resume_paused(struct sstf_engine *e)
+void sstf__stream_resume_paused(struct sstf_engine *e)
 {
-	uint64_t next_tokens = 0;
 	/* Each paused stream gets one look per turn, in order: one that pauses
 	 * again goes to the tail, past `last`, and waits for the next turn. */
 	struct sstf__stream *s = e->pause_head, *last = e->pause_tail;
@@ -126,8 +127,8 @@ uint64_t sstf__stream_resume_paused(struct sstf_engine *e)
 		if (s->wait == SSTF__WAIT_RATE) {
 			uint64_t at = sstf__rate_take(&e->rate, s->need, sstf__now_ns());
 			go = at == 0; /* the tokens are taken: prepaid, in s->need */
-			if (!go && (!next_tokens || at < next_tokens))
-				next_tokens = at;
+			if (!go)
+				s->wake_ns = at;
 		} else {
 			go = buffers_for(e, s, 1);
 		}
@@ -144,7 +145,15 @@ uint64_t sstf__stream_resume_paused(struct sstf_engine *e)
 			break;
 		s = next;
 	}
-	return next_tokens;
+}
+
+uint64_t sstf__stream_tokens_at(struct sstf_engine *e)
+{
+	uint64_t at = 0;
+	for (struct sstf__stream *s = e->pause_head; s; s = s->pause_next)
+		if (s->wait == SSTF__WAIT_RATE && (!at || s->wake_ns < at))
+			at = s->wake_ns;
+	return at;
 }
 
 void sstf__stream_wait_buffer(struct sstf_engine *e, struct sstf__stream *s)
@@ -178,6 +187,8 @@ static void commit_cur(struct sstf_engine *e, struct sstf__stream *s)
 
 static void release_cur(struct sstf_engine *e, struct sstf__stream *s)
 {
+	if (s->lent)
+		return; /* a read fills it: sstf__stream_filled gives it back */
 	if (s->cur_buf >= 0)
 		sstf__pool_put(&e->pool, s->cur_buf);
 	/* Its bytes were never committed: the stream is back before them
@@ -204,12 +215,31 @@ static int overrun(struct sstf__stream *s)
 	return -1;
 }
 
+/*
+ * The stream takes no more bytes: its attempt is over for the source, which
+ * only has to stop (no sstf__stream_end follows, and none is needed). The
+ * file steps from the timer heap, at once but outside the source's
+ * callback, where stopping other streams is allowed.
+ */
+static int refuse(struct sstf_engine *e, struct sstf__stream *s)
+{
+	s->attempt = false;
+	if (s->wait == SSTF__WAIT_NONE) {
+		s->wake_ns = sstf__now_ns();
+		s->wait = SSTF__WAIT_TIMER;
+		sstf__timer_add(&e->timers, s);
+	}
+	return -1;
+}
+
 int sstf__stream_data(struct sstf_engine *e, struct sstf__stream *s, const void *data,
                       size_t len)
 {
 	struct sstf__file *f = s->file;
-	if (!s->attempt || !f || f->err)
+	if (!s->attempt || !f)
 		return -1;
+	if (f->err)
+		return refuse(e, s);
 	/* Body bytes below pos, from an origin that sent the whole object:
 	 * dropped, but only once the rest is taken (a pause sends them all
 	 * again). */
@@ -221,8 +251,10 @@ int sstf__stream_data(struct sstf_engine *e, struct sstf__stream *s, const void 
 		s->skip -= drop;
 		return 0;
 	}
-	if (len > s->end - s->pos)
-		return overrun(s);
+	if (len > s->end - s->pos) {
+		overrun(s);
+		return refuse(e, s);
+	}
 	size_t bs = e->pool.bs;
 	size_t space = s->cur_buf >= 0 ? bs - s->cur_len : 0;
 	/* All or nothing: a paused source hands the same bytes again. */
@@ -255,46 +287,59 @@ int sstf__stream_data(struct sstf_engine *e, struct sstf__stream *s, const void 
 	return 0;
 }
 
-int sstf__stream_buffer(struct sstf_engine *e, struct sstf__stream *s, uint32_t *len)
+uint8_t *sstf__stream_buffer(struct sstf_engine *e, struct sstf__stream *s, uint32_t *len,
+                             int *idx)
 {
-	/* The last part may read a whole buffer: past the end is how a
-	 * source longer than the entry shows (sstf__stream_filled fails it). */
-	uint64_t left = s->end == s->file->entry->size ? e->pool.bs : s->end - s->pos;
-	uint32_t n = left < e->pool.bs ? (uint32_t)left : (uint32_t)e->pool.bs;
-	if (!buffers_for(e, s, 1)) {
-		pause_push(e, s, SSTF__WAIT_BUFFER);
-		return -1;
+	size_t bs = e->pool.bs;
+	if (s->cur_buf < 0) {
+		if (!buffers_for(e, s, 1)) {
+			pause_push(e, s, SSTF__WAIT_BUFFER);
+			return NULL;
+		}
 	}
-	/* Tokens for the bytes due, not for the read past the end. */
+	/* The last part may read past its end: that is how a source longer
+	 * than the entry shows (sstf__stream_filled fails it). */
+	uint32_t room = (uint32_t)(bs - (s->cur_buf >= 0 ? s->cur_len : 0));
 	uint64_t due = s->end - s->pos;
+	uint64_t left = s->end == s->file->entry->size ? room : due;
+	uint32_t n = left < room ? (uint32_t)left : room;
+	/* Tokens for the bytes due, not for the read past the end. */
 	if (!tokens_for(e, s, due < n ? (size_t)due : n))
-		return -1;
-	take_buffer(e, s);
-	int idx = s->cur_buf;
-	s->cur_buf = -1; /* the source holds it until filled */
+		return NULL;
+	if (s->cur_buf < 0)
+		take_buffer(e, s);
+	/* Lent: a stop must not give it back while the read fills it. */
+	s->lent = true;
+	*idx = s->cur_buf;
 	*len = n;
-	return idx;
+	return sstf__pool_buf(&e->pool, s->cur_buf) + s->cur_len;
 }
 
-void sstf__stream_filled(struct sstf_engine *e, struct sstf__stream *s, int idx, uint32_t len)
+void sstf__stream_filled(struct sstf_engine *e, struct sstf__stream *s, uint32_t len)
 {
 	struct sstf__file *f = s->file;
-	if (!s->attempt || !f || f->err || len == 0) {
-		sstf__pool_put(&e->pool, idx);
+	s->lent = false;
+	if (!s->attempt || !f || f->err) {
+		release_cur(e, s);
 		return;
 	}
 	if (len > s->end - s->pos) {
-		sstf__pool_put(&e->pool, idx);
 		overrun(s);
 		sstf__file_abort(e, f, f->err);
 		return;
 	}
+	if (!len)
+		return;
 	if (!f->t_first)
 		f->t_first = sstf__now_ns();
 	f->received += len;
 	f->mirror_bytes[s->mirror] += len;
 	s->pos += len;
-	sstf__file_commit(e, f, idx, s->pos - len, len);
+	s->cur_len += len;
+	/* A short read leaves the buffer to be filled on: every write but a
+	 * file's last stays whole, as O_DIRECT needs. */
+	if (s->cur_len == e->pool.bs || s->pos == s->end)
+		commit_cur(e, s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -407,10 +452,11 @@ void sstf__stream_run(struct sstf_engine *e, struct sstf__stream *s)
 
 void sstf__stream_stop(struct sstf_engine *e, struct sstf__stream *s)
 {
-	if (s->attempt) {
-		s->attempt = false;
+	/* Always: a source whose delivery was refused may still hold its
+	 * request; stop() is idempotent. */
+	s->attempt = false;
+	if (s->src)
 		s->src->stop(e, s);
-	}
 	if (s->wait == SSTF__WAIT_TIMER)
 		sstf__timer_remove(&e->timers, s);
 	else if (s->wait == SSTF__WAIT_BUFFER || s->wait == SSTF__WAIT_RATE)
@@ -450,8 +496,13 @@ void sstf__stream_on_cqe(struct sstf_engine *e, struct sstf__stream *s, enum sst
 void sstf__stream_on_timer(struct sstf_engine *e, struct sstf__stream *s)
 {
 	s->wait = SSTF__WAIT_NONE;
-	if (!s->file || s->file->err)
+	if (!s->file)
 		return;
+	if (s->file->err) {
+		/* A refused delivery (see refuse()): the file moves on here. */
+		sstf__file_step(e, s->file);
+		return;
+	}
 	start_attempt(e, s);
 }
 
@@ -594,6 +645,11 @@ void sstf__stream_end(struct sstf_engine *e, struct sstf__stream *s,
 {
 	struct sstf__file *f = s->file;
 	s->attempt = false;
+	/* An attempt can end while its stream waits for buffers or tokens
+	 * (the source failed meanwhile): it waits no more. */
+	if (s->wait == SSTF__WAIT_BUFFER || s->wait == SSTF__WAIT_RATE)
+		pause_remove(e, s);
+	s->need = 0;
 	if (!f)
 		return;
 	if (end->status)
@@ -606,7 +662,9 @@ void sstf__stream_end(struct sstf_engine *e, struct sstf__stream *s,
 		fall_back(e, s);
 		return;
 	}
-	if (end->err) {
+	/* A failure after the last byte of a part (a reset once the body was
+	 * in) loses nothing: the part is done. */
+	if (end->err && !(s->pos == s->end && s->end > s->start)) {
 		retry_or_fail(e, s, end);
 		return;
 	}
