@@ -1,9 +1,10 @@
 /*
  * rate.c - the engine-wide rate limit: one token bucket in bytes.
  *
- * The bucket holds at most `burst` tokens and fills at `rate` per second;
- * a delivery of n bytes takes n tokens, all or none, so the bytes accepted
- * by time t never exceed burst + rate * t. The burst is a tenth of a
+ * The bucket holds at most `burst` tokens and fills at `rate` per second,
+ * from empty when the engine starts; a delivery of n bytes takes n tokens,
+ * all or none, so the bytes accepted by time t never exceed burst + rate *
+ * t (and while the engine has been busy from its start, rate * t). The burst is a tenth of a
  * second at the rate, and never less than the largest single delivery
  * (min_burst), or such a delivery could never pass.
  *
@@ -38,7 +39,9 @@ void sstf__rate_init(struct sstf__rate *r, uint64_t rate, size_t min_burst)
 	r->min_burst = min_burst;
 	r->rate = rate;
 	r->burst = burst_of(rate, min_burst);
-	r->tokens = r->burst;
+	/* Empty at the start: a run's average stays at the rate, rather than
+	 * a burst above it. */
+	r->tokens = 0;
 	r->last_ns = sstf__now_ns();
 }
 

@@ -202,7 +202,7 @@ enum sstf_switch {
 #define SSTF_MAX_BUFFERS 4095
 #define SSTF_DEFAULT_DISK_RESERVE ((uint64_t)64 * 1024 * 1024)
 #define SSTF_DEFAULT_CHECKPOINT_BYTES ((uint64_t)8 * 1024 * 1024)
-#define SSTF_DEFAULT_SPLIT 8
+#define SSTF_DEFAULT_SPLIT 16
 #define SSTF_MAX_SPLIT 64
 #define SSTF_DEFAULT_SPLIT_MIN ((uint64_t)64 * 1024 * 1024)
 #define SSTF_MAX_MIRRORS 16
@@ -306,7 +306,7 @@ struct sstf_config {
 	                                 0: 8 MiB */
 	unsigned split;               /* most streams one file is fetched over
 	                                 at once (see "Ranged streams"), 1 to
-	                                 SSTF_MAX_SPLIT; 0: 8. Streams count
+	                                 SSTF_MAX_SPLIT; 0: 16. Streams count
 	                                 against max_transfers like files. */
 	uint64_t split_min;           /* files shorter than this take one
 	                                 stream; 0: 64 MiB */

@@ -464,13 +464,13 @@ Test(cli, rate_split_and_split_min_take_fio_sizes_on_the_command_line_and_in_job
 	const char *dest_arg = fmt("--dest=%s", dest);
 	struct run r;
 
-	/* The defaults, as the report echoes them: no cap, 8 streams from
+	/* The defaults, as the report echoes them: no cap, 16 streams from
 	 * 64 MiB up. */
 	RUN(&r, manifest, source, dest_arg, "--output-format=json");
 	expect_exit(&r, 0);
 	json_t *job = report_job(r.out);
 	cr_assert_str_eq(job_opt(job, "rate"), "0");
-	cr_assert_str_eq(job_opt(job, "split"), "8");
+	cr_assert_str_eq(job_opt(job, "split"), "16");
 	cr_assert_str_eq(job_opt(job, "split_min"), "67108864");
 	/* No entry has "urls": no mirror summary at all. */
 	cr_assert_null(json_object_get(job, "mirrors"),
@@ -531,7 +531,7 @@ Test(cli, rate_split_and_split_min_take_fio_sizes_on_the_command_line_and_in_job
 	expect_exit(&r, 0);
 	static const char *const helps[][3] = {
 		{"--rate=BYTES", "from 0 to 1t", "(default: none)"},
-		{"--split=N", "from 1 to 64", "(default: 8)"},
+		{"--split=N", "from 1 to 64", "(default: 16)"},
 		{"--split_min=SIZE", "from 1 to 16t", "(default: 64m)"},
 	};
 	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++) {

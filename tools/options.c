@@ -29,7 +29,7 @@ _Static_assert(SSTF_DEFAULT_RING_DEPTH == 256, "--iodepth's default in opts[]");
 _Static_assert(SSTF_DEFAULT_BUF_SIZE == 1 * MiB, "--bs's default in opts[]");
 _Static_assert(SSTF_DEFAULT_MEM_LIMIT == 64 * MiB, "--mem's default in opts[]");
 _Static_assert(SSTF_DEFAULT_MAX_RETRIES == 3, "--retries's default in opts[]");
-_Static_assert(SSTF_DEFAULT_SPLIT == 8, "--split's default in opts[]");
+_Static_assert(SSTF_DEFAULT_SPLIT == 16, "--split's default in opts[]");
 _Static_assert(SSTF_DEFAULT_SPLIT_MIN == 64 * MiB, "--split_min's default in opts[]");
 
 static const struct opt_choice verify_choices[] = {
@@ -159,7 +159,7 @@ const struct opt_def opt_table[] = {
 	{"rate", 0, "BYTES", OPT_SIZE, J(rate), NULL, "none", 0, TiB, NULL,
 	 "cap on the bytes per second the job receives, all its transfers "
 	 "together; 0: none"},
-	{"split", 0, "N", OPT_UINT, J(split), "8", NULL, 1, SSTF_MAX_SPLIT, NULL,
+	{"split", 0, "N", OPT_UINT, J(split), "16", NULL, 1, SSTF_MAX_SPLIT, NULL,
 	 "most ranged streams one file of at least split_min bytes is fetched "
 	 "over at once, each counted against parallel; 1: one stream per file"},
 	/* No lower bound of our own beyond 1 (0 would be the engine's
