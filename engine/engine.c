@@ -287,9 +287,10 @@ static void arm_eventfd(struct sstf_engine *e)
 
 void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f)
 {
-	if (f->on_grow)
-		return;
 	f->on_grow = true;
+	if (f->grow_listed)
+		return;
+	f->grow_listed = true;
 	f->grow_next = NULL;
 	if (e->grow_tail)
 		e->grow_tail->grow_next = f;
@@ -321,6 +322,7 @@ static void grow_streams(struct sstf_engine *e)
 		if (!e->grow_head)
 			e->grow_tail = NULL;
 		f->grow_next = NULL;
+		f->grow_listed = false;
 		f->on_grow = false;
 	}
 }

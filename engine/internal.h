@@ -527,7 +527,9 @@ struct sstf__file {
 	bool restart;  /* a fall back to one stream waits for writes to drain */
 	bool parted;   /* a first part was given out (so an empty file gets
 	                  its one request too) */
-	bool on_grow;  /* on the engine's list of files wanting streams */
+	bool on_grow;  /* wants more streams (split) */
+	bool grow_listed; /* on the engine's grow list; it may stay there past
+	                     the file's end, until the list pops it */
 	struct sstf__file *grow_next;
 
 	int err;           /* first error, 0 if none */

@@ -338,8 +338,9 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 	f->nheld = 0;
 	f->streams = NULL;
 	f->nstreams = f->streams_peak = f->want_streams = 0;
+	/* grow_listed and grow_next belong to the list, which may still hold
+	 * this struct from the file it served before. */
 	f->single = f->restart = f->on_grow = f->parted = false;
-	f->grow_next = NULL;
 	f->check_prefix = false;
 	f->writes = f->writes_hashed = 0;
 	f->ckpt_next = f->ckpt_off = 0;
