@@ -662,12 +662,14 @@ const char *sstf__stream_url(const struct sstf__stream *s);
 /* s's file's expected size. */
 uint64_t sstf__stream_file_size(const struct sstf__stream *s);
 
-/* Attaches free stream s to f for the file's next part, or for its first
- * part as its primary stream; starts it. */
+/* Attaches free stream s to f: as its primary (first) stream, idle until
+ * the file starts fetching (sstf__stream_run); or as one more stream of a
+ * split file, which takes the next part and starts at once (or leaves when
+ * none is left). */
 void sstf__stream_attach(struct sstf_engine *e, struct sstf__stream *s, struct sstf__file *f,
                          bool primary);
-/* Starts an attempt of each stream of f that has a part and is idle: after
- * start, a fetch-again or a fall back to one stream. */
+/* An idle stream with no part takes its file's next one and starts: the
+ * primary stream when its file starts fetching, or fetches again. */
 void sstf__stream_run(struct sstf_engine *e, struct sstf__stream *s);
 /* Stops s for good (its file ends): the attempt, any wait, its buffer. */
 void sstf__stream_stop(struct sstf_engine *e, struct sstf__stream *s);
