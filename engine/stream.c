@@ -328,8 +328,13 @@ void sstf__stream_filled(struct sstf_engine *e, struct sstf__stream *s, uint32_t
 		sstf__file_abort(e, f, f->err);
 		return;
 	}
-	if (!len)
+	if (!len) {
+		/* Nothing read (the probe past a file's end): an empty buffer
+		 * is not kept idle through the publish. */
+		if (!s->cur_len)
+			release_cur(e, s);
 		return;
+	}
 	if (!f->t_first)
 		f->t_first = sstf__now_ns();
 	f->received += len;
