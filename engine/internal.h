@@ -673,6 +673,8 @@ void sstf__stream_attach(struct sstf_engine *e, struct sstf__stream *s, struct s
 void sstf__stream_run(struct sstf_engine *e, struct sstf__stream *s);
 /* Stops s for good (its file ends): the attempt, any wait, its buffer. */
 void sstf__stream_stop(struct sstf_engine *e, struct sstf__stream *s);
+/* Stops s and takes it off its file's list, then releases it. */
+void sstf__stream_detach(struct sstf_engine *e, struct sstf__stream *s);
 /* Frees a stopped stream's slot, now or when its operations drained. */
 void sstf__stream_release(struct sstf_engine *e, struct sstf__stream *s);
 /* A completion on s's slot: its source's. */

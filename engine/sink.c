@@ -624,15 +624,10 @@ static void stop_streams(struct sstf_engine *e, struct sstf__file *f)
 {
 	for (struct sstf__stream *s = f->streams, *next; s; s = next) {
 		next = s->file_next;
-		sstf__stream_stop(e, s);
-		if (!s->primary) {
-			struct sstf__stream **pp = &f->streams;
-			while (*pp != s)
-				pp = &(*pp)->file_next;
-			*pp = s->file_next;
-			f->nstreams--;
-			sstf__stream_release(e, s);
-		}
+		if (s->primary)
+			sstf__stream_stop(e, s);
+		else
+			sstf__stream_detach(e, s);
 	}
 }
 
@@ -787,13 +782,8 @@ static void finish(struct sstf_engine *e, struct sstf__file *f, int result)
 	sstf__file_set_phase(f, SSTF__X_IDLE);
 	sstf__engine_file_done(e, f, result);
 	/* Its streams leave last: the result above reads their counts. */
-	while (f->streams) {
-		struct sstf__stream *s = f->streams;
-		sstf__stream_stop(e, s);
-		f->streams = s->file_next;
-		f->nstreams--;
-		sstf__stream_release(e, s);
-	}
+	while (f->streams)
+		sstf__stream_detach(e, f->streams);
 	f->gen = NULL;
 	f->entry = NULL;
 	g->active--;

@@ -388,7 +388,7 @@ static uint64_t part_len(struct sstf_engine *e, const struct sstf__file *f)
 	return e->part_size;
 }
 
-static void detach(struct sstf_engine *e, struct sstf__stream *s)
+void sstf__stream_detach(struct sstf_engine *e, struct sstf__stream *s)
 {
 	struct sstf__file *f = s->file;
 	sstf__stream_stop(e, s);
@@ -419,7 +419,7 @@ static void next_part(struct sstf_engine *e, struct sstf__stream *s)
 		return;
 	}
 	if (!s->primary)
-		detach(e, s);
+		sstf__stream_detach(e, s);
 }
 
 void sstf__stream_attach(struct sstf_engine *e, struct sstf__stream *s, struct sstf__file *f,
@@ -623,7 +623,7 @@ static void fall_back(struct sstf_engine *e, struct sstf__stream *s)
 	for (struct sstf__stream *o = f->streams, *next; o; o = next) {
 		next = o->file_next;
 		if (o != s)
-			detach(e, o);
+			sstf__stream_detach(e, o);
 	}
 	s->primary = true;
 	release_cur(e, s);
