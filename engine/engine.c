@@ -616,7 +616,12 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 	if (a && (!a->alloc || !a->alloc_aligned || !a->free_fn))
 		return bad_config(errbuf, len, "allocator: alloc, alloc_aligned and free_fn "
 		                               "must all be set");
-	return 0;
+	return sstf__net_check(c, errbuf, len);
+}
+
+int sstf__config_resolve(struct sstf_config *c, char *errbuf, size_t len)
+{
+	return resolve_config(c, errbuf, len);
 }
 
 int sstf_config_check(const struct sstf_config *config, char *errbuf, size_t errbuf_len)
@@ -646,6 +651,7 @@ static void engine_destroy(struct sstf_engine *e)
 		e->gens = g->next;
 		sstf__gen_free(&e->alloc, g);
 	}
+	sstf__net_fini(&e->net, &e->alloc);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	struct sstf_allocator a = e->alloc;
@@ -673,6 +679,9 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	e->cfg = cfg;
 	e->alloc = a;
 	e->efd = -1;
+	/* The caller's strings may go as soon as we return. */
+	e->cfg.s3 = NULL;
+	e->cfg.ca_file = e->cfg.ca_path = NULL;
 	e->next_gen_id = 1;
 	atomic_init(&e->cancels, 0);
 	atomic_init(&e->retries, 0);
@@ -683,6 +692,10 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->cond, &ca);
 	pthread_condattr_destroy(&ca);
+
+	ret = sstf__net_init(&e->net, &a, &cfg);
+	if (ret < 0)
+		goto fail;
 
 	/* Files and streams each count against max_transfers: a file takes
 	 * one stream to start, a split file more while they are free. */

@@ -115,8 +115,15 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 			if (b->errbuf && b->errbuf_len)
 				snprintf(b->errbuf, b->errbuf_len,
 				         "base_url \"%.200s\": the scheme must be http://, "
-				         "https:// or file://",
+				         "https://, file:// or s3://",
 				         b->base_url);
+			return -SSTF_EBADURL;
+		}
+		if (base_scheme == SSTF__SCHEME_S3 &&
+		    sstf__s3_url_check(b->base_url, true, why, sizeof(why)) < 0) {
+			if (b->errbuf && b->errbuf_len)
+				snprintf(b->errbuf, b->errbuf_len, "base_url \"%.200s\": %s",
+				         b->base_url, why);
 			return -SSTF_EBADURL;
 		}
 	}
@@ -172,7 +179,11 @@ static int check_batch(const struct sstf_allocator *a, const struct sstf_batch *
 			unsigned scheme = url ? sstf__url_scheme(url) : base_scheme;
 			if (!scheme)
 				return bad_entry(b, -SSTF_EBADURL, i, f->name,
-				                 "URL scheme must be http://, https:// or file://");
+				                 "URL scheme must be http://, https://, file:// or "
+				                 "s3://");
+			if (url && scheme == SSTF__SCHEME_S3 &&
+			    sstf__s3_url_check(url, false, why, sizeof(why)) < 0)
+				return bad_entry(b, -SSTF_EBADURL, i, f->name, why);
 			if (!(scheme & allowed)) {
 				char list[64];
 				scheme_list(allowed, list, sizeof(list));

@@ -15,9 +15,15 @@
  *
  * Status and ranges. CURLOPT_FAILONERROR is not used: the first body bytes
  * of a response are checked here. An error status ends the attempt (its
- * body is not the file's); a ranged request answered 200 is a whole body,
- * which the stream layer handles (it falls back to one stream). An error
- * status with an empty body is caught when the transfer is collected.
+ * body is not the file's: its first ERROR_BODY_MAX bytes are kept, so that
+ * S3's <Code> and <Message> reach the detail); a ranged request answered
+ * 200 is a whole body, which the stream layer handles (it falls back to one
+ * stream). An error status with an empty body is caught when the transfer
+ * is collected.
+ *
+ * s3:// URLs go through the same handles: the URL becomes the store's (s3.c
+ * signs it); redirects are not followed, so a 3xx is an error there. A
+ * handle that served S3 is unsigned before it serves anything else.
  *
  * Rule: nothing here calls curl_multi_remove_handle or ends an attempt from
  * inside a curl callback; curl forbids the first, and the second would run
@@ -32,6 +38,8 @@
 #include "internal.h"
 
 #define CURL_RECV_BUFFER (256 * 1024)
+/* Enough for any S3 error document; a longer error body is cut off. */
+#define ERROR_BODY_MAX 2048
 
 /* One stream's curl state. */
 struct http_stream {
@@ -40,7 +48,11 @@ struct http_stream {
 	bool checked;    /* the status of this response was looked at */
 	bool refused;    /* the write callback stopped the transfer */
 	bool whole_body; /* a ranged request got 200 */
+	bool error_status; /* the response is an error; its body is kept */
+	bool s3;         /* the attempt goes to an S3 store */
 	long status;
+	size_t ebody_len;
+	char ebody[ERROR_BODY_MAX];
 	char err[CURL_ERROR_SIZE];
 };
 
@@ -48,6 +60,8 @@ struct http_state {
 	CURLM *multi;
 	struct http_stream *v; /* by stream index */
 	uint64_t timer_deadline_ns; /* 0: curl wants no timeout */
+	char *url;       /* an s3:// URL made an endpoint URL, for curl to copy */
+	size_t url_cap;
 	bool curl_ran;   /* curl ran since the last collect: a transfer may
 	                    have ended, its DONE message not yet read
 	                    (invariant 9) */
@@ -71,8 +85,8 @@ static bool status_ok(struct http_stream *h, const struct sstf__stream *s)
 		return !h->refused;
 	h->checked = true;
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &h->status);
-	if (h->status >= 400)
-		h->refused = true;
+	if (h->status >= 400 || (h->s3 && h->status >= 300))
+		h->refused = h->error_status = true;
 	else if (s->ranged && h->status == 200)
 		h->refused = h->whole_body = true;
 	return !h->refused;
@@ -84,8 +98,17 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 	struct sstf_engine *e = s->engine;
 	struct http_stream *h = hs_of(e, s);
 	size_t len = size * nmemb;
-	if (!status_ok(h, s))
+	if (!status_ok(h, s)) {
+		if (h->error_status && h->ebody_len < sizeof(h->ebody)) {
+			size_t k = sizeof(h->ebody) - h->ebody_len;
+			k = k < len ? k : len;
+			memcpy(h->ebody + h->ebody_len, ptr, k);
+			h->ebody_len += k;
+			if (k == len)
+				return len;
+		}
 		return 0; /* CURLE_WRITE_ERROR; collect reports why */
+	}
 	int r = sstf__stream_data(e, s, ptr, len);
 	if (r == 0)
 		return len;
@@ -189,11 +212,29 @@ static void curl_global(void)
 	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static int http_init(struct sstf_engine *e)
+int sstf__curl_global_init(void)
 {
 	/* libcurl's global setup, once per process, not thread-safe itself. */
 	pthread_once(&curl_once, curl_global);
-	if (curl_init_result != CURLE_OK)
+	return curl_init_result == CURLE_OK ? 0 : -ENOMEM;
+}
+
+void sstf__http_easy_defaults(CURL *c, const struct sstf_config *cfg,
+                              const struct sstf__net *net)
+{
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)cfg->low_speed_bytes);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)cfg->low_speed_time_s);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	sstf__net_easy(net, c);
+}
+
+static int http_init(struct sstf_engine *e)
+{
+	if (sstf__curl_global_init() < 0)
 		return -ENOMEM;
 	struct http_state *st = sstf__alloc(&e->alloc, sizeof(*st));
 	if (!st)
@@ -222,14 +263,8 @@ static int http_init(struct sstf_engine *e)
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &e->streams[i]);
 		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->err);
-		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-		curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)CURL_RECV_BUFFER);
-		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg.connect_timeout_ms);
-		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)e->cfg.low_speed_bytes);
-		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)e->cfg.low_speed_time_s);
-		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+		sstf__http_easy_defaults(c, &e->cfg, &e->net);
 	}
 	return 0;
 }
@@ -254,6 +289,7 @@ static void http_fini(struct sstf_engine *e)
 		if (st->v[i].easy)
 			curl_easy_cleanup(st->v[i].easy);
 	sstf__free(&e->alloc, st->v);
+	sstf__free(&e->alloc, st->url);
 	sstf__free(&e->alloc, st);
 	e->src_state[sstf__source_index(&sstf__http_source)] = NULL;
 }
@@ -264,13 +300,41 @@ static int http_start(struct sstf_engine *e, struct sstf__stream *s, const char 
 	struct http_stream *h = hs_of(e, s);
 	struct sstf__gen *g = s->file->gen;
 	h->err[0] = '\0';
-	h->checked = h->refused = h->whole_body = false;
+	h->checked = h->refused = h->whole_body = h->error_status = false;
 	h->status = 0;
+	h->ebody_len = 0;
+	bool s3 = sstf__url_scheme(url) == SSTF__SCHEME_S3;
+	if (s3) {
+		long n = sstf__s3_url(e->net.s3, url, NULL, st->url, st->url_cap);
+		if (n >= 0 && (size_t)n >= st->url_cap) {
+			char *u = sstf__alloc(&e->alloc, (size_t)n + 1);
+			if (!u) {
+				sstf__file_fail(s->file, -ENOMEM, "out of memory for a URL");
+				return -ENOMEM;
+			}
+			sstf__free(&e->alloc, st->url);
+			st->url = u;
+			st->url_cap = (size_t)n + 1;
+			n = sstf__s3_url(e->net.s3, url, NULL, st->url, st->url_cap);
+		}
+		if (n < 0) {
+			/* Checked at submit; only a bug gets here. */
+			sstf__file_fail(s->file, -SSTF_EBADURL, "bad s3:// URL");
+			return -SSTF_EBADURL;
+		}
+		url = st->url;
+		sstf__s3_sign(e->net.s3, h->easy);
+	} else if (h->s3) {
+		sstf__s3_unsign(h->easy);
+	}
+	h->s3 = s3;
 	/* curl copies the URL and the range: the scratch is free after. */
 	curl_easy_setopt(h->easy, CURLOPT_URL, url);
-	/* Redirects may only go where the batch allows. */
+	/* Redirects may only go where the batch allows; an S3 request goes
+	 * to the store's scheme and is never redirected. */
 	unsigned web = g->schemes & (SSTF__SCHEME_HTTP | SSTF__SCHEME_HTTPS);
-	const char *protos = web == SSTF__SCHEME_HTTP    ? "http"
+	const char *protos = s3 ? (strncmp(url, "https:", 6) == 0 ? "https" : "http")
+	                     : web == SSTF__SCHEME_HTTP  ? "http"
 	                     : web == SSTF__SCHEME_HTTPS ? "https"
 	                                                 : "http,https";
 	curl_easy_setopt(h->easy, CURLOPT_PROTOCOLS_STR, protos);
@@ -320,9 +384,12 @@ static void http_resume(struct sstf_engine *e, struct sstf__stream *s)
  * Transient failures: the same request may well succeed a moment later.
  * A wrong digest or a 404 will not, and a local error is not the origin's.
  */
-static bool transient(CURLcode rc, long status)
+bool sstf__http_transient(CURLcode rc, long status, const char *s3_code)
 {
 	if (status == 408 || status == 429 || status >= 500)
+		return true;
+	/* S3's 400 for a request it timed out on, and its throttle by name. */
+	if (strcmp(s3_code, "RequestTimeout") == 0 || strcmp(s3_code, "SlowDown") == 0)
 		return true;
 	switch (rc) {
 	case CURLE_COULDNT_CONNECT:
@@ -345,18 +412,19 @@ static void end_attempt(struct sstf_engine *e, struct sstf__stream *s, struct ht
                         CURLcode rc)
 {
 	struct sstf__src_end end = {0};
-	char d[CURL_ERROR_SIZE + 64];
+	char d[CURL_ERROR_SIZE + 320], code_s3[64];
 	if (!h->checked)
 		curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &h->status);
 	long code = h->status;
 	end.status = (int)code;
 	if (h->whole_body) {
 		end.whole_body = true;
-	} else if (code >= 400) {
+	} else if (code >= 400 || (h->s3 && code >= 300)) {
 		/* An error status, whether or not it came with a body. */
-		snprintf(d, sizeof(d), "HTTP %ld", code);
+		sstf__http_error_detail(code, h->ebody, h->ebody_len, d, sizeof(d), code_s3,
+		                        sizeof(code_s3));
 		end.err = -SSTF_EHTTP;
-		end.transient = transient(CURLE_OK, code);
+		end.transient = sstf__http_transient(CURLE_OK, code, code_s3);
 		end.not_found = code == 404 || code == 410;
 		curl_off_t after = 0;
 		if (curl_easy_getinfo(h->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
@@ -370,7 +438,7 @@ static void end_attempt(struct sstf_engine *e, struct sstf__stream *s, struct ht
 		snprintf(d, sizeof(d), "%s%s%s", h->err[0] ? h->err : curl_easy_strerror(rc),
 		         os ? ": " : "", os ? strerror((int)os) : "");
 		end.err = -SSTF_ETRANSFER;
-		end.transient = transient(rc, 0);
+		end.transient = sstf__http_transient(rc, 0, "");
 		end.detail = d;
 	} else if (rc != CURLE_OK) {
 		/* The stream refused the bytes (its file failed): said there. */
@@ -475,7 +543,7 @@ static uint64_t http_deadline(struct sstf_engine *e)
 	return state_of(e)->timer_deadline_ns;
 }
 
-static const char *const http_schemes[] = {"http", "https", NULL};
+static const char *const http_schemes[] = {"http", "https", "s3", NULL};
 
 const struct sstf__source_ops sstf__http_source = {
 	.name = "http",

@@ -42,6 +42,7 @@
 #include <sys/stat.h>
 
 #include "digest.h"
+#include "s3.h"
 #include "names.h"
 #include "sstfetch.h"
 
@@ -54,6 +55,29 @@ void *sstf__alloc_aligned(const struct sstf_allocator *a, size_t align,
 void sstf__free(const struct sstf_allocator *a, void *ptr);
 
 uint64_t sstf__now_ns(void); /* CLOCK_MONOTONIC */
+
+/* Retries (stream.c, get.c): after a transient failure, wait a time drawn
+ * uniformly from [0, sstf__backoff_cap_ms(n)] before retry n ("full
+ * jitter"), or what the origin's Retry-After asks, up to the cap below. */
+#define SSTF__RETRY_AFTER_CAP_MS 60000u
+static inline uint64_t sstf__backoff_cap_ms(unsigned retries)
+{
+	uint64_t cap = (uint64_t)100u << (retries < 6 ? retries : 6);
+	return cap < 5000u ? cap : 5000u;
+}
+
+/* sstf_config with every zeroed field given its default, checked, exactly
+ * as sstf_engine_new() takes it (engine.c). 0 or -EINVAL and errbuf. */
+int sstf__config_resolve(struct sstf_config *c, char *errbuf, size_t len);
+
+/* http.c, for every easy handle of the library (its loop's and get.c's):
+ * curl_global_init once per process (0 or -ENOMEM); the options every
+ * handle has; and which failures a retry may cure (s3_code: S3's <Code>,
+ * "" when none). */
+int sstf__curl_global_init(void);
+void sstf__http_easy_defaults(CURL *c, const struct sstf_config *cfg,
+                              const struct sstf__net *net);
+bool sstf__http_transient(CURLcode rc, long status, const char *s3_code);
 
 /* A syscall's fd result as the engine returns it: the fd, or -errno. */
 static inline int sstf__fd_or_errno(int fd)
@@ -827,8 +851,9 @@ void sstf__ring_tag(struct io_uring_sqe *sqe, struct sstf__slot *s,
 #define SSTF__NCTL 2
 
 struct sstf_engine {
-	struct sstf_config cfg;
+	struct sstf_config cfg;   /* its s3, ca_file, ca_path are NULL: see net */
 	struct sstf_allocator alloc;
+	struct sstf__net net;     /* owned copies of the network settings */
 
 	pthread_t thread;
 	pthread_mutex_t lock;

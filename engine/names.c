@@ -72,8 +72,9 @@ static struct {
 	{"http", SSTF__SCHEME_HTTP},
 	{"https", SSTF__SCHEME_HTTPS},
 	{"file", SSTF__SCHEME_FILE},
+	{"s3", SSTF__SCHEME_S3},
 };
-static size_t nschemes = 3;
+static size_t nschemes = 4;
 
 unsigned sstf__scheme_add(const char *name)
 {
@@ -135,8 +136,8 @@ int sstf__protocols_parse(const char *list, unsigned *mask, char *msg,
 		if (!bit) {
 			if (msg && msglen)
 				snprintf(msg, msglen,
-				         "protocols: unknown scheme \"%.*s\" (http, https, file "
-				         "or all, comma-separated)",
+				         "protocols: unknown scheme \"%.*s\" (http, https, file, "
+				         "s3 or all, comma-separated)",
 				         (int)(wn > 32 ? 32 : wn), w);
 			return -SSTF_EBADENTRY;
 		}

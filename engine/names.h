@@ -24,12 +24,13 @@ int sstf__name_check(const char *name, size_t len, char *msg, size_t msglen);
 /* The prefix of every name the engine makes in a destination. */
 #define SSTF__NAMESPACE ".sstf"
 
-/* URL schemes, as bits of an allow-list: these three are built in; a
+/* URL schemes, as bits of an allow-list: these four are built in; a
  * source added for tests adds its own with sstf__scheme_add(). */
 enum sstf__scheme {
 	SSTF__SCHEME_HTTP = 1u << 0,
 	SSTF__SCHEME_HTTPS = 1u << 1,
 	SSTF__SCHEME_FILE = 1u << 2,
+	SSTF__SCHEME_S3 = 1u << 3,
 };
 
 /* Every scheme bit known now. */

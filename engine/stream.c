@@ -39,11 +39,6 @@
 
 #include "internal.h"
 
-/* The longest Retry-After the engine waits; a longer one fails at once. */
-#define SSTF__RETRY_AFTER_CAP_MS 60000u
-#define BACKOFF_BASE_MS 100u
-#define BACKOFF_CAP_MS 5000u
-
 const char *sstf__stream_url(const struct sstf__stream *s)
 {
 	return sstf__gen_url(s->file->gen, s->file->entry, s->mirror);
@@ -582,11 +577,7 @@ static void retry_or_fail(struct sstf_engine *e, struct sstf__stream *s,
 		}
 		delay_ms = end->retry_after_ms;
 	} else {
-		unsigned n = s->retries < 6 ? s->retries : 6;
-		uint64_t cap = (uint64_t)BACKOFF_BASE_MS << n;
-		if (cap > BACKOFF_CAP_MS)
-			cap = BACKOFF_CAP_MS;
-		delay_ms = random_u64(e) % (cap + 1); /* full jitter */
+		delay_ms = random_u64(e) % (sstf__backoff_cap_ms(s->retries) + 1); /* full jitter */
 	}
 	s->retries++;
 	s->tries++;

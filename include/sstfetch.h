@@ -207,6 +207,43 @@ enum sstf_switch {
 #define SSTF_DEFAULT_SPLIT_MIN ((uint64_t)64 * 1024 * 1024)
 #define SSTF_MAX_MIRRORS 16
 
+/*
+ * S3 and compatible stores. A URL s3://BUCKET/KEY names object KEY of
+ * BUCKET; KEY is percent-decoded, then sent percent-encoded the way SigV4
+ * wants it (every byte outside A-Z a-z 0-9 - . _ ~ and '/' as %XX), so
+ * keys holding spaces, '+', '=' or UTF-8 work whether or not the URL
+ * encoded them. A key may not contain '?' or '#' unencoded. Requests are
+ * signed with AWS Signature Version 4 (through libcurl's
+ * CURLOPT_AWS_SIGV4) when an access key is set, and sent unsigned
+ * (anonymous, for public buckets) when it is not. Ranged GETs (split files,
+ * retries) are signed like any other. An S3 error answer is read for its
+ * <Code> and <Message>, which the file's detail carries ("HTTP 403
+ * SignatureDoesNotMatch: The request signature we calculated does not
+ * match ..."); 403 and 404 (AccessDenied, SignatureDoesNotMatch,
+ * NoSuchKey, NoSuchBucket, ...) are final, 500, 503 and SlowDown are
+ * retried like any transient failure. Redirects are not followed (a
+ * PermanentRedirect names the right region in its message). No secret
+ * is ever written into a detail or an error message.
+ */
+enum sstf_s3_addressing {
+	SSTF_S3_ADDRESSING_AUTO = 0, /* path style when an endpoint is set,
+	                                virtual-host style on AWS */
+	SSTF_S3_PATH = 1,    /* ENDPOINT/BUCKET/KEY */
+	SSTF_S3_VIRTUAL = 2, /* SCHEME://BUCKET.ENDPOINT-HOST/KEY */
+};
+
+struct sstf_s3_config {
+	/* Base URL of the store, "https://rgw.example.net:7480" (a path is
+	 * not allowed); NULL: https://s3.REGION.amazonaws.com. */
+	const char *endpoint;
+	const char *region;           /* NULL: "us-east-1" */
+	enum sstf_s3_addressing addressing;
+	const char *access_key_id;    /* NULL: unsigned requests */
+	const char *secret_access_key; /* required with access_key_id */
+	const char *session_token;    /* temporary credentials; NULL: none */
+	uint64_t reserved[4];         /* must be zero (see "Compatibility") */
+};
+
 /* What to do with a file already present under its final name. */
 enum sstf_existing {
 	/* Skip a file of the right size whose publish record (see "Files
@@ -314,7 +351,19 @@ struct sstf_config {
 	                                 per second, all generations together;
 	                                 0: none. Change it at any time with
 	                                 sstf_set_rate(). */
-	uint64_t reserved[8];         /* must be zero (see "Compatibility") */
+	const struct sstf_s3_config *s3; /* S3 settings for s3:// URLs (see
+	                                    "S3 and compatible stores");
+	                                    NULL: anonymous requests to AWS
+	                                    in us-east-1. Deep-copied. */
+	const char *ca_file;          /* PEM file of the CAs that https
+	                                 origins may chain to, as curl's
+	                                 --cacert; NULL: the system store.
+	                                 Copied. */
+	const char *ca_path;          /* directory of hashed CA certificates
+	                                 (c_rehash), as curl's --capath; NULL:
+	                                 none beyond ca_file or the system
+	                                 store. Copied. */
+	uint64_t reserved[5];         /* must be zero (see "Compatibility") */
 };
 
 /*
@@ -374,7 +423,8 @@ struct sstf_file {
 	 * NAME_MAX bytes and the whole at most PATH_MAX - 1. Directories on
 	 * the way are created. */
 	const char *name;
-	/* http://, https:// or file:// URL of the content. NULL: the batch's
+	/* http://, https://, file:// or s3:// URL of the content (s3: see
+	 * "S3 and compatible stores"). NULL: the batch's
 	 * base_url, "/", then the name with every byte outside RFC 3986's
 	 * unreserved set and '/' percent-encoded. Its scheme must be one the
 	 * batch allows (sstf_batch.protocols). */
@@ -474,7 +524,7 @@ struct sstf_batch {
 	 * sstf_file.url); trailing slashes are ignored. */
 	const char *base_url;
 	/* Which URL schemes the files may name, comma-separated as curl's
-	 * CURLOPT_PROTOCOLS_STR ("http,https,file"). NULL: only base_url's
+	 * CURLOPT_PROTOCOLS_STR ("http,https,file,s3"). NULL: only base_url's
 	 * own scheme when base_url is set (so a manifest cannot point one
 	 * entry at file:///etc/passwd); every supported scheme when it is
 	 * not (then every URL is the caller's own). */
@@ -602,6 +652,55 @@ SSTF_API int sstf_stats(sstf_engine *engine, struct sstf_stats *out);
  * -EINVAL for a NULL engine. Any thread, including callbacks.
  */
 SSTF_API int sstf_set_rate(sstf_engine *engine, uint64_t bytes_per_s);
+
+/* ------------------------------------------------------------------------ */
+/* Small objects: manifests, metadata and listings                          */
+
+/*
+ * Receives the bytes of sstf_get() in order. Return 0 to go on; any other
+ * value stops the fetch, and sstf_get() returns it.
+ */
+typedef int (*sstf_data_cb)(void *user, const void *data, size_t len);
+
+/*
+ * Fetches one small object (a manifest, a Pegasus bulk_load_metadata) into
+ * the caller's hands, blocking, with no engine: an http://, https://,
+ * file:// or s3:// URL, with `config`'s TLS and S3 settings, connect
+ * timeout, stall limit and retries (transient failures are retried after
+ * the backoff described at sstf_config.max_retries). `config` may be NULL
+ * for the defaults. Bytes of a failed attempt may already have reached
+ * on_data: a retry starts over, and on_data gets `data == NULL, len == 0`
+ * first to say so (drop what it kept).
+ *
+ * Returns 0; -EFBIG as soon as the object is longer than max_bytes (so a
+ * hostile server cannot exhaust memory); -SSTF_EHTTP, -SSTF_ETRANSFER or
+ * -SSTF_EBADURL, with a message in errbuf (e.g. "HTTP 404 NoSuchKey: The
+ * specified key does not exist."); or what on_data returned. Any thread,
+ * but from a callback it blocks the loop for as long as it runs.
+ */
+SSTF_API int sstf_get(const struct sstf_config *config, const char *url,
+                      uint64_t max_bytes, sstf_data_cb on_data, void *user,
+                      char *errbuf, size_t errbuf_len);
+
+/* One object of a listing; valid during the callback. */
+struct sstf_object {
+	const char *key;  /* the whole key, decoded */
+	uint64_t size;
+};
+
+/* Return 0 to go on; any other value stops sstf_list(), which returns it. */
+typedef int (*sstf_object_cb)(void *user, const struct sstf_object *object);
+
+/*
+ * Lists the objects under an s3://BUCKET/PREFIX URL with ListObjectsV2,
+ * following continuation tokens page by page (1,000 keys a page), in key
+ * order, and calls on_object for each. The prefix is taken literally:
+ * "s3://b/logs" lists "logs/x" and "logs2". Blocking, like sstf_get(),
+ * with its retries. Returns 0, or an error as sstf_get() does.
+ */
+SSTF_API int sstf_list(const struct sstf_config *config, const char *url,
+                       sstf_object_cb on_object, void *user, char *errbuf,
+                       size_t errbuf_len);
 
 /* ------------------------------------------------------------------------ */
 /* Digests                                                                  */
