@@ -2,10 +2,13 @@
  * bench-verify.c - how much of the memory bandwidth verification costs.
  *
  * Streams --total bytes through the engine's own hasher (sstf__hasher_update,
- * XXH3-64 and XXH128, with the run-time AVX2/SSE2 dispatch the engine uses)
- * over the buffers of an engine buffer pool (sstf__pool_init), and compares
- * that with plain memcpy between buffers of the same pool, and with the
- * engine's real per-buffer work: one copy into a pool buffer, then the hash.
+ * XXH3-64 and XXH128, with the run-time AVX2/SSE2 dispatch the engine uses,
+ * and MD5 through OpenSSL's EVP, as Pegasus manifests need) over the buffers
+ * of an engine buffer pool (sstf__pool_init), and compares that with plain
+ * memcpy between buffers of the same pool, and with the engine's real
+ * per-buffer work: one copy into a pool buffer, then the hash (XXH3 or
+ * MD5). GB/s converts to what a digest costs: 1/GBps seconds per GB of
+ * files, on one core (the loop thread hashes every file).
  *
  * The pool holds --mem bytes, as the engine's mem_limit does, so the buffers
  * cycle through more memory than the cache holds and each byte comes from
@@ -26,10 +29,13 @@ enum kind {
 	K_XXH3,
 	K_XXH128,
 	K_COPY_XXH3,
+	K_MD5,
+	K_COPY_MD5,
 	K_COUNT
 };
 
-static const char *const kind_name[K_COUNT] = {"memcpy", "xxh3", "xxh128", "copy+xxh3"};
+static const char *const kind_name[K_COUNT] = {"memcpy", "xxh3",     "xxh128",
+                                               "copy+xxh3", "md5", "copy+md5"};
 
 static struct {
 	struct bu_list bs;
@@ -53,12 +59,13 @@ static const struct bu_opt opts[] = {
 
 static const struct bu_prog prog = {
 	"bench-verify",
-	"XXH3-64 and XXH128 streaming throughput on the engine's buffer path\n"
-	"(sstf__hasher_update over sstf__pool buffers) against memcpy between\n"
-	"buffers of the same pool, and against copy+xxh3 (what the engine does per\n"
-	"buffer: one copy into the pool, then the hash).",
+	"XXH3-64, XXH128 and MD5 (OpenSSL EVP) streaming throughput on the engine's\n"
+	"buffer path (sstf__hasher_update over sstf__pool buffers) against memcpy\n"
+	"between buffers of the same pool, and against copy+xxh3 and copy+md5 (what\n"
+	"the engine does per buffer: one copy into the pool, then the hash).",
 	" A table on stdout: bs, kind, GB/s (10^9 bytes/s; median, min, max over\n"
-	" --runs) and the ratio to memcpy, each run's ratio taken within the run.\n"
+	" --runs), the ratio to memcpy, each run's ratio taken within the run, and\n"
+	" ms/GiB (one core's time per GiB of files, at the median).\n"
 	" Then JSON (see --json): {\"bench\", \"version\", \"params\", \"results\": [{\"bs\",\n"
 	" \"kind\", \"buffers\", \"gbps\": {median,min,max,mean,n}, \"ratio_vs_memcpy\":\n"
 	" {...}, \"runs_gbps\": [...]}]}",
@@ -74,10 +81,18 @@ static double measure(struct sstf__pool *p, enum kind k, uint64_t total)
 	struct sstf__hasher h;
 	struct sstf__digest d;
 
-	if (k == K_XXH128)
-		sstf__hasher_reset(&h, SSTF_DIGEST_XXH128);
-	else
-		sstf__hasher_reset(&h, SSTF_DIGEST_XXH3);
+	/* As the engine: the MD5 context is made once, outside the clock. */
+	if (sstf__hasher_init(&h) < 0) {
+		fprintf(stderr, "bench-verify: out of memory\n");
+		exit(1);
+	}
+	enum sstf_digest_kind dk = k == K_XXH128                  ? SSTF_DIGEST_XXH128
+	                           : k == K_MD5 || k == K_COPY_MD5 ? SSTF_DIGEST_MD5
+	                                                           : SSTF_DIGEST_XXH3;
+	if (sstf__hasher_reset(&h, dk) < 0) {
+		fprintf(stderr, "bench-verify: OpenSSL offers no MD5 here\n");
+		exit(1);
+	}
 
 	uint64_t t0 = bu_now_ns();
 	for (uint64_t i = 0; i < nbuf; i++) {
@@ -89,9 +104,11 @@ static double measure(struct sstf__pool *p, enum kind k, uint64_t total)
 			break;
 		case K_XXH3:
 		case K_XXH128:
+		case K_MD5:
 			sstf__hasher_update(&h, buf, p->bs);
 			break;
-		case K_COPY_XXH3: {
+		case K_COPY_XXH3:
+		case K_COPY_MD5: {
 			uint8_t *dst = sstf__pool_buf(p, (int)((i + half) % p->n));
 			memcpy(dst, buf, p->bs);
 			sstf__hasher_update(&h, dst, p->bs);
@@ -103,6 +120,7 @@ static double measure(struct sstf__pool *p, enum kind k, uint64_t total)
 	}
 	sstf__hasher_final(&h, &d);
 	uint64_t dt = bu_now_ns() - t0;
+	sstf__hasher_fini(&h);
 	uint64_t v;
 	memcpy(&v, d.bytes, sizeof(v));
 	sink ^= v;
@@ -170,10 +188,10 @@ int main(int argc, char **argv)
 		}
 	}
 
-	static const char *const head[] = {"bs",      "kind",    "buffers", "GB/s med",
-	                                   "GB/s min", "GB/s max", "vs memcpy"};
+	static const char *const head[] = {"bs",       "kind",     "buffers",   "GB/s med",
+	                                   "GB/s min", "GB/s max", "vs memcpy", "ms/GiB"};
 	struct bu_table t;
-	bu_table_init(&t, 7, head);
+	bu_table_init(&t, 8, head);
 	json_t *results = json_array();
 	for (unsigned b = 0; b < nbs; b++) {
 		char bs[32];
@@ -190,6 +208,8 @@ int main(int argc, char **argv)
 			bu_table_cell(&t, "%.2f", g.min);
 			bu_table_cell(&t, "%.2f", g.max);
 			bu_table_cell(&t, "%.2f", rs.median);
+			/* One core's time per GiB of files, at the median. */
+			bu_table_cell(&t, "%.0f", 1073741824.0 / (g.median * 1e6));
 			json_t *runs = json_array();
 			for (uint64_t r = 0; r < opt.runs; r++)
 				json_array_append_new(runs, json_real(gbps[i * opt.runs + r]));

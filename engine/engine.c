@@ -639,6 +639,8 @@ static void engine_destroy(struct sstf_engine *e)
 	for (size_t i = 0; sstf__sources[i]; i++)
 		if (sstf__sources[i]->fini && e->src_state[i])
 			sstf__sources[i]->fini(e);
+	for (uint32_t i = 0; e->files && i < e->nfiles; i++)
+		sstf__hasher_fini(&e->files[i].hasher);
 	sstf__free(&e->alloc, e->files);
 	sstf__free(&e->alloc, e->streams);
 	sstf__timers_fini(&e->timers, &e->alloc);
@@ -720,6 +722,10 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 		f->slot = s;
 		f->fd = f->pdirfd = f->chkfd = -1;
 		s->file = f;
+		/* MD5's context, made once per slot: no file allocates. */
+		ret = sstf__hasher_init(&f->hasher);
+		if (ret < 0)
+			goto fail;
 	}
 	for (uint32_t i = 0; i < e->nstreams; i++) {
 		struct sstf__stream *st = &e->streams[i];

@@ -422,8 +422,9 @@ int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offse
  */
 int sstf__record_partial_get(int fd, struct sstf__partial *out);
 /* True when checkpoint p belongs to f (name, size, digest) and its offset
- * can be resumed: within the file (its end for a whole verified file), and
- * 4096-aligned when `direct`. */
+ * can be resumed: within the file (its end for a whole verified file, and
+ * only that for an MD5 file, which takes no checkpoints), and 4096-aligned
+ * when `direct`. */
 bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__entry *f,
                         uint64_t name_hash, bool direct);
 

@@ -19,10 +19,13 @@
  *   - The checkpoint (SSTF__XATTR_PARTIAL), set on a temporary file once
  *     every byte below an offset is durable: the name's hash, size, digest,
  *     that offset, and the XXH3 streaming state after hashing exactly those
- *     bytes. XXH3_state_t is saved as bytes; its one pointer, extSecret,
- *     points at the library's built-in secret (the engine never uses
- *     another), which is only valid in the process that saved it, so the
- *     reader re-points it at its own (see resume_partial() in sink.c). The
+ *     bytes (XXH3 and XXH128 files only: MD5's OpenSSL state cannot be
+ *     saved, so MD5 files take none, and sstf__partial_fits() refuses an
+ *     MD5 partial that some other build may have left). XXH3_state_t is
+ *     saved as bytes; its one pointer, extSecret, points at the library's
+ *     built-in secret (the engine never uses another), which is only valid
+ *     in the process that saved it, so the reader re-points it at its own
+ *     (see resume_partial() in sink.c). The
  *     record carries the xxHash version and the state's size, and a
  *     checksum over everything, so that a record from another build, or a
  *     torn one, is refused rather than trusted.
@@ -179,6 +182,11 @@ bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__en
 	    memcmp(p->digest.bytes, f->digest.bytes, f->digest.len) != 0)
 		return false;
 	if (p->offset == 0 || p->offset > f->size)
+		return false;
+	/* An MD5 file takes no checkpoint (its EVP state cannot be saved), so
+	 * a partial record claiming one holds no state we could continue
+	 * from: only a whole file's publish record fits. */
+	if (f->kind == SSTF_DIGEST_MD5 && p->offset != f->size)
 		return false;
 	/* A whole file (a publish record) needs no alignment to go on. */
 	return !direct || p->offset == f->size || p->offset % 4096 == 0;

@@ -62,6 +62,26 @@ void sstf__file_fail(struct sstf__file *f, int err, const char *fmt, ...)
 	}
 }
 
+/*
+ * A hasher call failed: only MD5's can (OpenSSL). f fails with the error
+ * and OpenSSL's reason; the file is never published on a digest not taken.
+ */
+static void hash_failed(struct sstf__file *f, int err)
+{
+	char why[128];
+	sstf__digest_error(why, sizeof(why));
+	sstf__file_fail(f, err, "cannot compute the MD5 digest with OpenSSL: %s", why);
+}
+
+/* Starts f's digest over; false (and f failed) when OpenSSL cannot. */
+static bool hash_reset(struct sstf__file *f)
+{
+	int r = sstf__hasher_reset(&f->hasher, f->entry->kind);
+	if (r < 0)
+		hash_failed(f, r);
+	return r == 0;
+}
+
 /* The transitions the header of internal.h lists, and no other. */
 static bool phase_allowed(enum sstf__file_phase from, enum sstf__file_phase to)
 {
@@ -246,7 +266,7 @@ static void check_failed(struct sstf_engine *e, struct sstf__file *f)
 	f->chkfd = -1;
 	f->direct = false;
 	f->checked = 0;
-	sstf__hasher_reset(&f->hasher, f->entry->kind);
+	(void)hash_reset(f); /* a failure ends f once begin_fetch steps it */
 	begin_fetch(e, f);
 }
 
@@ -264,7 +284,7 @@ static void prefix_checked(struct sstf_engine *e, struct sstf__file *f)
 	if (f->checked == f->check_len && sstf__digest_equal(&got, &want)) {
 		resume_at(f, f->check_len); /* the hasher holds that state */
 	} else {
-		sstf__hasher_reset(&f->hasher, f->entry->kind);
+		(void)hash_reset(f);
 		discard_partial(f);
 	}
 	f->checked = 0;
@@ -291,9 +311,14 @@ static void on_check_read(struct sstf_engine *e, struct sstf__file *f, unsigned 
 			check_failed(e, f);
 		return;
 	}
-	sstf__hasher_update(&f->hasher, sstf__pool_buf(&e->pool, (int)buf), (size_t)res);
+	int hr = sstf__hasher_update(&f->hasher, sstf__pool_buf(&e->pool, (int)buf), (size_t)res);
 	f->checked += (uint64_t)res;
 	sstf__pool_put(&e->pool, (int)buf);
+	if (hr < 0) {
+		hash_failed(f, hr);
+		sstf__file_step(e, f); /* nothing in flight: it ends here */
+		return;
+	}
 	if (res > 0 && f->checked < f->check_len) {
 		issue_check_read(e, f);
 		return;
@@ -306,7 +331,12 @@ static void on_check_read(struct sstf_engine *e, struct sstf__file *f, unsigned 
 	 * fail, so stop at the size), or it ended early. */
 	struct stat st;
 	struct sstf__digest got;
-	sstf__hasher_final(&f->hasher, &got);
+	hr = sstf__hasher_final(&f->hasher, &got);
+	if (hr < 0) {
+		hash_failed(f, hr);
+		sstf__file_step(e, f);
+		return;
+	}
 	if (f->checked == ent->size && fstat(f->chkfd, &st) == 0 && (uint64_t)st.st_size == ent->size &&
 	    sstf__digest_equal(&got, &ent->digest)) {
 		/* Vouch for it from now on; a filesystem without xattrs just
@@ -359,14 +389,16 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 		ent->flags &= (uint8_t)~SSTF__F_ADOPTED;
 		g->adopted--;
 	}
-	sstf__hasher_reset(&f->hasher, ent->kind);
+	bool hashing = hash_reset(f);
 	g->active++;
 	sstf__stream_attach(e, s, f, true);
 
-	int ret = open_parent(g, ent->name);
-	if (ret < 0) {
+	int ret = hashing ? open_parent(g, ent->name) : 0;
+	if (!hashing || ret < 0) {
 		sstf__file_set_phase(f, SSTF__X_FETCH);
-		sstf__file_fail(f, ret, "cannot create or open the directory of '%s'", ent->name);
+		if (ret < 0)
+			sstf__file_fail(f, ret, "cannot create or open the directory of '%s'",
+			                ent->name);
 		sstf__file_step(e, f);
 		return;
 	}
@@ -452,11 +484,14 @@ static bool resume_partial(struct sstf_engine *e, struct sstf__file *f)
 	return true;
 }
 
-/* The first checkpoint's offset, or 0 when the file takes none. */
+/* The first checkpoint's offset, or 0 when the file takes none. MD5
+ * files take none: a checkpoint is a saved hash state, and an EVP_MD_CTX
+ * cannot be saved (sstf__partial_fits refuses one too). */
 static uint64_t first_checkpoint(struct sstf_engine *e, const struct sstf__file *f)
 {
 	uint64_t every = e->cfg.checkpoint_bytes;
-	if (e->cfg.resume == SSTF_OFF || f->entry->size < 2 * every)
+	if (e->cfg.resume == SSTF_OFF || f->entry->size < 2 * every ||
+	    f->entry->kind == SSTF_DIGEST_MD5)
 		return 0;
 	return f->frontier + every;
 }
@@ -505,7 +540,7 @@ static void begin_fetch(struct sstf_engine *e, struct sstf__file *f)
 		                SSTF__STAGE_DIR);
 	} else {
 		f->fd = fd;
-		if (adopted && resume_partial(e, f))
+		if (adopted && !f->err && resume_partial(e, f))
 			return; /* CHECK re-hashes the prefix first */
 	}
 	start_fetch(e, f);
@@ -542,7 +577,9 @@ static void buffer_maybe_free(struct sstf_engine *e, int idx)
 static void hash_buffer(struct sstf_engine *e, struct sstf__file *f, int idx)
 {
 	struct sstf__pool *p = &e->pool;
-	sstf__hasher_update(&f->hasher, sstf__pool_buf(p, idx), p->len[idx]);
+	int hr = sstf__hasher_update(&f->hasher, sstf__pool_buf(p, idx), p->len[idx]);
+	if (hr < 0)
+		hash_failed(f, hr); /* the write in flight steps f to its end */
 	f->frontier += p->len[idx];
 	if (p->flags[idx] & SSTF__BUF_AHEAD) {
 		p->flags[idx] &= (uint8_t)~SSTF__BUF_AHEAD;
@@ -803,7 +840,11 @@ static int verify(struct sstf__file *f)
 	}
 	if (ent->kind != SSTF_DIGEST_NONE && !f->preverified) {
 		struct sstf__digest got;
-		sstf__hasher_final(&f->hasher, &got);
+		int hr = sstf__hasher_final(&f->hasher, &got);
+		if (hr < 0) {
+			hash_failed(f, hr);
+			return f->err;
+		}
 		if (!sstf__digest_equal(&got, &ent->digest)) {
 			char want_hex[33], got_hex[33];
 			sstf__digest_format(&ent->digest, want_hex);
@@ -847,7 +888,7 @@ static bool refetch(struct sstf_engine *e, struct sstf__file *f)
 	f->ckpt_recorded = false;
 	f->detail[0] = '\0';
 	f->http_status = 0;
-	sstf__hasher_reset(&f->hasher, f->entry->kind);
+	(void)hash_reset(f); /* a failure ends f in start_fetch's step */
 	start_fetch(e, f);
 	return true;
 }

@@ -2,8 +2,9 @@
  * sstfetch.h - the public API of libsstfetch.
  *
  * libsstfetch pulls sets of files (typically RocksDB SST files) from remote
- * storage onto local disk. Every file is verified with xxHash while its bytes
- * stream past, and it appears under its final name only once it is verified.
+ * storage onto local disk. Every file is verified with xxHash (or MD5) while
+ * its bytes stream past, and it appears under its final name only once it is
+ * verified.
  *
  * The model, in four sentences:
  *
@@ -175,6 +176,10 @@ SSTF_API const char *sstf_strerror(int err);
  * most 4096) and is freed with free_fn. All three functions may be called
  * from any thread the engine runs on, concurrently. libcurl's own
  * allocations are not covered; libcurl is process-global in that respect.
+ * Nor are OpenSSL's (libcrypto's allocator is process-global too): the
+ * MD5 contexts the engine makes once per transfer slot at sstf_engine_new(),
+ * and what OpenSSL allocates inside them (OpenSSL 3.0 re-allocates a small
+ * context at every MD5 file's start; 3.1 and later do not).
  */
 struct sstf_allocator {
 	void *(*alloc)(void *ctx, size_t size);
@@ -319,7 +324,8 @@ struct sstf_config {
 	                                 filesystem must keep free beyond what
 	                                 a batch needs; 0: 64 MiB */
 	enum sstf_switch resume;      /* DEFAULT/ON: a file at least twice
-	                                 checkpoint_bytes long records a
+	                                 checkpoint_bytes long (and not
+	                                 SSTF_DIGEST_MD5) records a
 	                                 checkpoint every checkpoint_bytes: its
 	                                 temporary file is synced (fdatasync) up
 	                                 to an offset, then the offset and the
@@ -413,6 +419,13 @@ enum sstf_digest_kind {
 	SSTF_DIGEST_NONE = 0, /* length check only */
 	SSTF_DIGEST_XXH3 = 1, /* XXH3-64, 16 hex digits, as `xxhsum -H3` */
 	SSTF_DIGEST_XXH128 = 2, /* XXH128, 32 hex digits, as `xxhsum -H2` */
+	SSTF_DIGEST_MD5 = 3, /* MD5, 32 hex digits, as `md5sum` (what Pegasus'
+	                        bulk_load_metadata carries). Some 30 times
+	                        slower per byte than XXH3 (about 0.5 GB/s on
+	                        one core: bench-verify), and its state
+	                        cannot be saved, so MD5 files take no
+	                        checkpoints: a crashed fetch of one starts
+	                        over. */
 };
 
 /* One file of a batch. */
@@ -433,8 +446,8 @@ struct sstf_file {
 	uint64_t size;
 	enum sstf_digest_kind digest_kind;
 	/* Expected digest as hex (either case), in the canonical form that
-	 * xxhsum prints: 16 digits for XXH3, 32 for XXH128. Ignored for
-	 * SSTF_DIGEST_NONE. */
+	 * xxhsum or md5sum prints: 16 digits for XXH3, 32 for XXH128 and
+	 * MD5. Ignored for SSTF_DIGEST_NONE. */
 	const char *digest_hex;
 	/* Mirrors: nurls URLs of the same content, in order of preference
 	 * (at most SSTF_MAX_MIRRORS), each under the same rules as url.
@@ -707,9 +720,10 @@ SSTF_API int sstf_list(const struct sstf_config *config, const char *url,
 
 /*
  * Hashes `len` bytes with `kind` and writes the canonical hex digest (as
- * xxhsum prints it, lowercase) and a NUL into out, which must hold 33 bytes.
- * Returns the number of hex digits written, or -EINVAL for a bad kind.
- * Any thread.
+ * xxhsum or md5sum prints it, lowercase) and a NUL into out, which must
+ * hold 33 bytes. Returns the number of hex digits written, or -EINVAL for a
+ * bad kind; for MD5 also -ENOMEM, or -ENOTSUP when OpenSSL offers no MD5
+ * (a FIPS-only configuration), or -EIO when OpenSSL fails. Any thread.
  */
 SSTF_API int sstf_digest_hex(enum sstf_digest_kind kind, const void *data,
                              size_t len, char out[33]);

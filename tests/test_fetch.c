@@ -878,3 +878,433 @@ Test(fetch, batch_memory_poisoned_right_after_submit, .init = fixture_init, .fin
 	engine_free_checked(eng);
 	rec_fini(&r);
 }
+
+/* ------------------------------------------------------------------------ */
+/* (h) MD5 (SSTF_DIGEST_MD5)                                                 */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/xattr.h>
+
+#include "internal.h" /* a crashed writer's checkpoint, as the engine writes it */
+
+#define MD5SUM "/usr/bin/md5sum"
+
+/* The oracle: what the md5sum binary says of path, lowercase hex. */
+static void md5sum_of(const char *path, char hex[33])
+{
+	char *cmd = ds_strfmt("%s '%s'", MD5SUM, path);
+	cr_assert_not_null(cmd);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p, "popen %s", cmd);
+	char line[PATH_MAX + 64] = "";
+	cr_assert_not_null(fgets(line, sizeof(line), p), "no output from %s", cmd);
+	cr_assert_eq(pclose(p), 0, "%s failed", cmd);
+	cr_assert(strlen(line) > 32 && line[32] == ' ', "md5sum said: %s", line);
+	memcpy(hex, line, 32);
+	hex[32] = '\0';
+	free(cmd);
+}
+
+/* Entry f, of dataset file df, is verified by MD5 (md5sum's) instead. */
+static void use_md5(struct sstf_file *f, const struct ds_file *df)
+{
+	char hex[33];
+	md5sum_of(df->path, hex);
+	f->digest_kind = SSTF_DIGEST_MD5;
+	cr_assert_eq(ds_set_str(&f->digest_hex, hex), 0);
+}
+
+/* Every fixture file, each verified by MD5. */
+static struct sstf_file *md5_batch(const char *base)
+{
+	struct sstf_file *files = ds_batch_new(&ds, base, SSTF_DIGEST_XXH3);
+	cr_assert_not_null(files);
+	for (size_t i = 0; i < ds.n; i++)
+		use_md5(&files[i], &ds.files[i]);
+	return files;
+}
+
+/* Runs the MD5 batch of every fixture file; every one ends with 0, either
+ * fetched (bytes == size) or skipped in place (bytes 0). */
+static void md5_fetch_all(int small, const char *base, int expect_skip)
+{
+	sstf_engine *eng = engine_new(small);
+	struct sstf_file *files = md5_batch(base);
+	struct rec r;
+	int res = run_batch(eng, dest, files, ds.n, &r);
+	cr_expect_eq(res, 0, "batch result %d (%s)", res, sstf_strerror(res));
+	for (size_t i = 0; i < ds.n; i++) {
+		cr_expect_eq(r.result[i], 0, "file %s: %d (%s) %s", ds.files[i].name, r.result[i],
+		             sstf_strerror(r.result[i]), r.detail[i]);
+		cr_expect_eq(r.skipped[i], expect_skip, "file %s: skipped %d", ds.files[i].name,
+		             r.skipped[i]);
+		cr_expect_eq(r.bytes[i], expect_skip ? 0 : ds.files[i].size,
+		             "file %s: %llu bytes fetched", ds.files[i].name,
+		             (unsigned long long)r.bytes[i]);
+	}
+	expect_dest_is(dest, NULL, ds.n);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, ds.n, 1);
+	rec_fini(&r);
+}
+
+Test(fetch, md5_files_byte_identical_then_skipped_by_record_and_rehash,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	cr_assert_eq(access(MD5SUM, X_OK), 0, "%s missing", MD5SUM);
+	/* Small buffers: MD5 streams over many buffers, with pauses. */
+	md5_fetch_all(1, org->base_url, 0);
+	/* The publish record vouches for each MD5 file: nothing fetched. */
+	md5_fetch_all(0, org->base_url, 1);
+	/* Strict: each is re-hashed in place by MD5, and still skipped. */
+	opt_existing = SSTF_EXISTING_REHASH;
+	md5_fetch_all(1, org->base_url, 1);
+}
+
+Test(fetch, md5_file_changed_in_place_is_rehashed_and_fetched_again,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	md5_fetch_all(0, org->base_url, 0);
+	/* One byte of a published file changes (its mtime with it): the record
+	 * no longer vouches, the MD5 re-hash does not match, it is fetched. */
+	size_t i = idx_of_size(2 * MIB + 3);
+	char *p = ds_strfmt("%s/%s", dest, ds.files[i].name);
+	usleep(20000); /* a new mtime, even with a coarse file clock */
+	FILE *fp = fopen(p, "r+b");
+	cr_assert_not_null(fp);
+	cr_assert_eq(fseek(fp, (long)MIB, SEEK_SET), 0);
+	int c = fgetc(fp);
+	cr_assert_neq(c, EOF);
+	cr_assert_eq(fseek(fp, (long)MIB, SEEK_SET), 0);
+	cr_assert_eq(fputc(c ^ 0xff, fp), c ^ 0xff);
+	cr_assert_eq(fclose(fp), 0);
+	cr_assert_eq(ds_files_equal(p, ds.files[i].path), 0, "setup: the byte did not change");
+
+	sstf_engine *eng = engine_new(1);
+	struct sstf_file *files = md5_batch(org->base_url);
+	struct rec r;
+	cr_expect_eq(run_batch(eng, dest, files, ds.n, &r), 0);
+	for (size_t k = 0; k < ds.n; k++) {
+		cr_expect_eq(r.result[k], 0, "%s: %s", r.names[k], r.detail[k]);
+		cr_expect_eq(r.skipped[k], k != i, "%s: skipped %d", r.names[k], r.skipped[k]);
+	}
+	cr_expect_eq(r.bytes[i], ds.files[i].size);
+	expect_dest_is(dest, NULL, ds.n);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, ds.n, 1);
+	rec_fini(&r);
+	free(p);
+}
+
+/* Nothing at all under DEST/.sstf: no temporary, no lock, no partial. */
+static void expect_stage_empty(const char *dir)
+{
+	char *stage = ds_strfmt("%s/.sstf", dir);
+	DIR *d = opendir(stage);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)))
+			cr_expect(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0,
+			          "%s/%s left behind", stage, de->d_name);
+		closedir(d);
+	}
+	free(stage);
+}
+
+Test(fetch, md5_mismatch_fails_echecksum_and_publishes_nothing, .init = fixture_init,
+     .fini = fixture_fini)
+{
+	size_t idx[] = { idx_of_size(4095), idx_of_size(MIB + 7), idx_of_size(0),
+	                 idx_of_size(2 * MIB + 3), idx_of_size(65537) };
+	struct sstf_file *files = pick(idx, 5, org->base_url, SSTF_DIGEST_XXH3);
+	for (size_t k = 0; k < 5; k++)
+		use_md5(&files[k], &ds.files[idx[k]]);
+	/* 1: a split-buffer file, 2: the empty file (MD5 d41d8cd9...), wrong. */
+	char want1[33];
+	snprintf(want1, sizeof(want1), "%s", files[1].digest_hex);
+	flip_digit(&files[1]);
+	flip_digit(&files[2]);
+
+	sstf_engine *eng = engine_new(1);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 5, &r);
+	cr_expect_eq(res, -SSTF_ECHECKSUM, "batch result %d (%s)", res, sstf_strerror(res));
+	const int want[5] = { 0, -SSTF_ECHECKSUM, -SSTF_ECHECKSUM, 0, 0 };
+	for (size_t k = 0; k < 5; k++)
+		cr_expect_eq(r.result[k], want[k], "%s: %d (%s) %s", r.names[k], r.result[k],
+		             sstf_strerror(r.result[k]), r.detail[k]);
+	/* The detail gives both digests: the true one is md5sum's. */
+	cr_expect(strstr(r.detail[1], want1) != NULL, "detail: %s (true MD5 %s)", r.detail[1],
+	          want1);
+	cr_expect(strstr(r.detail[1], files[1].digest_hex) != NULL, "detail: %s",
+	          r.detail[1]);
+	size_t good[] = { idx[0], idx[3], idx[4] };
+	expect_dest_is(dest, good, 3);
+	expect_no_temps(dest);
+	expect_stage_empty(dest);
+	for (size_t k = 1; k <= 2; k++) {
+		char *p = ds_strfmt("%s/%s", dest, files[k].name);
+		cr_expect(!ds_exists(p), "%s published despite its MD5", p);
+		free(p);
+	}
+	engine_free_checked(eng);
+	ds_batch_free(files, 5, 1);
+	rec_fini(&r);
+}
+
+/* ---- large MD5 files: no checkpoint, no resume ---- */
+
+#define BIG_SIZE (2 * SSTF_DEFAULT_CHECKPOINT_BYTES + 4099)
+
+/* What the MD5-resume tests record: one file's outcome, and what the
+ * progress callback saw in the staging directory while it ran. */
+struct big_rec {
+	char stage[PATH_MAX];
+	atomic_int done;
+	int result;
+	uint64_t bytes, resumed_from;
+	unsigned retries;
+	char detail[256];
+	atomic_uint progress_calls;
+	atomic_uint partials_seen; /* calls that found user.sstfetch.partial */
+};
+
+static void big_on_file(void *user, uint64_t gen, const struct sstf_file_result *res)
+{
+	struct big_rec *b = user;
+	b->result = res->result;
+	b->bytes = res->bytes;
+	b->resumed_from = res->resumed_from;
+	b->retries = res->retries;
+	snprintf(b->detail, sizeof(b->detail), "%s", res->detail ? res->detail : "");
+	atomic_fetch_add(&b->done, 1);
+}
+
+/* On the loop thread, between the engine's own steps: does any temporary
+ * in DEST/.sstf carry a checkpoint right now? */
+static void big_on_progress(void *user, uint64_t gen, const struct sstf_progress *p)
+{
+	struct big_rec *b = user;
+	atomic_fetch_add(&b->progress_calls, 1);
+	DIR *d = opendir(b->stage);
+	if (!d)
+		return;
+	struct dirent *de;
+	bool seen = false;
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		if (n < 4 || strcmp(de->d_name + n - 4, ".tmp") != 0)
+			continue;
+		char path[PATH_MAX + 256];
+		snprintf(path, sizeof(path), "%s/%s", b->stage, de->d_name);
+		if (getxattr(path, SSTF__XATTR_PARTIAL, NULL, 0) >= 0)
+			seen = true;
+	}
+	closedir(d);
+	if (seen)
+		atomic_fetch_add(&b->partials_seen, 1);
+}
+
+/* One file of `big` (one BIG_SIZE file, served from file://) into dest. */
+static void big_fetch(const struct dataset *big, enum sstf_digest_kind kind, uint64_t rate,
+                      struct big_rec *b)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->stage, sizeof(b->stage), "%s/.sstf", dest);
+	char *base = ds_strfmt("file://%s", big->dir);
+	struct sstf_file *files = ds_batch_new(big, base, SSTF_DIGEST_XXH3);
+	cr_assert_not_null(files);
+	if (kind == SSTF_DIGEST_MD5)
+		use_md5(&files[0], &big->files[0]);
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.buf_size = 64 * KIB;
+	cfg.max_transfers = 2;
+	cfg.mem_limit = 16 * 64 * KIB;
+	cfg.resume = SSTF_ON;
+	cfg.rate = rate;
+	cfg.progress_interval_ms = 1;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	char errbuf[256] = "";
+	struct sstf_batch batch = {
+		.dest_dir = dest, .files = files, .nfiles = 1, .on_file_done = big_on_file,
+		.on_progress = big_on_progress, .user = b, .errbuf = errbuf,
+		.errbuf_len = sizeof(errbuf),
+	};
+	uint64_t gen = 0;
+	cr_assert_eq(sstf_submit(eng, &batch, &gen), 0, "%s", errbuf);
+	int res = sstf_wait(eng, gen, WAIT_MS);
+	cr_assert_neq(res, -ETIMEDOUT);
+	cr_expect_eq(atomic_load(&b->done), 1);
+	cr_expect_eq(b->result, 0, "%s", b->detail);
+	char why[PATH_MAX + 128];
+	cr_expect_eq(ds_check_dest(big, dest, NULL, 1, why, sizeof(why)), 0, "%s", why);
+	expect_no_temps(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 1, 1);
+	free(base);
+}
+
+static void big_dataset(struct dataset *big)
+{
+	uint64_t size = BIG_SIZE;
+	cr_assert_eq(ds_create(big, "fetch-md5-big", 1, NULL, &size, 0x3d5), 0);
+	/* No user xattrs, no checkpoints for any kind: nothing to tell. */
+	char *probe = ds_strfmt("%s/xattr-probe", work);
+	cr_assert_eq(ds_write_file(probe, "x", 1), 0);
+	int r = setxattr(probe, "user.sstf-probe", "1", 1, 0);
+	free(probe);
+	if (r < 0 && (errno == ENOTSUP || errno == EOPNOTSUPP)) {
+		ds_destroy(big);
+		cr_skip_test("no user xattrs under %s", work);
+	}
+}
+
+Test(fetch, md5_large_file_takes_no_checkpoint, .init = fixture_init, .fini = fixture_fini)
+{
+	struct dataset big;
+	big_dataset(&big);
+	/* 64 MiB/s: the 16 MiB file takes about 250 ms, and the progress
+	 * callback looks into DEST/.sstf every millisecond or so of it. The
+	 * same file verified by XXH3 shows its checkpoint there for the
+	 * last half of that (so the look works); by MD5, never. */
+	struct big_rec b;
+	big_fetch(&big, SSTF_DIGEST_XXH3, 64 * MIB, &b);
+	cr_log_info("xxh3: %u progress calls, %u saw a checkpoint",
+	            atomic_load(&b.progress_calls), atomic_load(&b.partials_seen));
+	cr_expect_gt(atomic_load(&b.partials_seen), 0,
+	             "XXH3 control: no checkpoint seen in %u progress calls",
+	             atomic_load(&b.progress_calls));
+	cr_assert_eq(ds_empty_dir(dest), 0);
+	big_fetch(&big, SSTF_DIGEST_MD5, 64 * MIB, &b);
+	cr_log_info("md5: %u progress calls, %u saw a checkpoint",
+	            atomic_load(&b.progress_calls), atomic_load(&b.partials_seen));
+	cr_expect_gt(atomic_load(&b.progress_calls), 10);
+	cr_expect_eq(atomic_load(&b.partials_seen), 0, "an MD5 file took a checkpoint");
+	ds_destroy(&big);
+}
+
+/*
+ * What a writer killed mid-fetch leaves (as test_dest's crashed_writer):
+ * its unlocked lock file and its temporary holding the first `offset`
+ * bytes, with a checkpoint record of `kind` there, its state XXH3's.
+ */
+static void big_crashed_writer(const struct dataset *big, enum sstf_digest_kind kind,
+                               uint64_t offset)
+{
+	char *stage = ds_strfmt("%s/.sstf", dest);
+	cr_assert_eq(ds_mkdirs(stage), 0);
+	char *lock = ds_strfmt("%s/00000000deadbeef.lock", stage);
+	cr_assert_eq(ds_write_file(lock, "", 0), 0);
+	char *tmp = ds_strfmt("%s/00000000deadbeef-0.tmp", stage);
+	uint8_t *buf = malloc(offset);
+	cr_assert_not_null(buf);
+	FILE *src = fopen(big->files[0].path, "rb");
+	cr_assert_not_null(src);
+	cr_assert_eq(fread(buf, 1, offset, src), offset);
+	fclose(src);
+	cr_assert_eq(ds_write_file(tmp, buf, offset), 0);
+	XXH3_state_t *st = XXH3_createState();
+	cr_assert_not_null(st);
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, buf, offset);
+	struct sstf__entry f = {.name = big->files[0].name, .size = big->files[0].size,
+	                       .kind = (uint8_t)kind};
+	char hex[33];
+	if (kind == SSTF_DIGEST_MD5)
+		md5sum_of(big->files[0].path, hex);
+	else
+		snprintf(hex, sizeof(hex), "%s", big->files[0].xxh3);
+	cr_assert_eq(sstf__digest_parse(kind, hex, &f.digest), 0);
+	int fd = open(tmp, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(sstf__record_partial_set(fd, &f, offset, st), 0);
+	close(fd);
+	XXH3_freeState(st);
+	free(buf);
+	free(tmp);
+	free(lock);
+	free(stage);
+}
+
+Test(fetch, md5_partial_of_a_crashed_writer_is_never_adopted, .init = fixture_init,
+     .fini = fixture_fini)
+{
+	struct dataset big;
+	big_dataset(&big);
+	uint64_t offset = SSTF_DEFAULT_CHECKPOINT_BYTES;
+	/* Control: the same crash of an XXH3 fetch resumes at its checkpoint. */
+	struct big_rec b;
+	big_crashed_writer(&big, SSTF_DIGEST_XXH3, offset);
+	big_fetch(&big, SSTF_DIGEST_XXH3, 0, &b);
+	cr_expect_eq(b.resumed_from, offset, "XXH3 control resumed from %llu",
+	             (unsigned long long)b.resumed_from);
+	cr_expect_eq(b.bytes, BIG_SIZE - offset);
+	cr_assert_eq(ds_empty_dir(dest), 0);
+	/* MD5: a checkpoint record for it (no build of ours writes one) holds
+	 * no state an EVP context could continue from. It is not adopted: no
+	 * resume, and no digest mismatch that a resume with a fresh context
+	 * would have caused (it would show as a retry). */
+	big_crashed_writer(&big, SSTF_DIGEST_MD5, offset);
+	big_fetch(&big, SSTF_DIGEST_MD5, 0, &b);
+	cr_expect_eq(b.resumed_from, 0, "MD5 resumed from %llu",
+	             (unsigned long long)b.resumed_from);
+	cr_expect_eq(b.retries, 0, "MD5: %u retries (an adopted partial's mismatch?)",
+	             b.retries);
+	cr_expect_eq(b.bytes, BIG_SIZE);
+	expect_stage_empty(dest);
+	ds_destroy(&big);
+}
+
+/*
+ * OpenSSL without MD5 (a configuration that loads only the base provider,
+ * as a FIPS-only one would refuse MD5): MD5 files fail with -ENOTSUP and a
+ * detail naming OpenSSL, nothing is published for them, and the XXH3 files
+ * of the same batch are fetched. The configuration is read when libcurl
+ * first initialises OpenSSL, in sstf_engine_new(): this test's process
+ * has not touched OpenSSL before.
+ */
+Test(fetch, md5_unavailable_in_openssl_fails_those_files_cleanly, .init = fixture_init,
+     .fini = fixture_fini)
+{
+	char *conf = ds_strfmt("%s/openssl-base-only.cnf", work);
+	static const char text[] = "openssl_conf = openssl_init\n"
+	                           "[openssl_init]\nproviders = provider_sect\n"
+	                           "[provider_sect]\nbase = base_sect\n"
+	                           "[base_sect]\nactivate = 1\n";
+	cr_assert_eq(ds_write_file(conf, text, sizeof(text) - 1), 0);
+	cr_assert_eq(setenv("OPENSSL_CONF", conf, 1), 0);
+	char out[33];
+	int hr = sstf_digest_hex(SSTF_DIGEST_MD5, "abc", 3, out);
+	if (hr == 32)
+		cr_skip_test("OpenSSL still offers MD5 with %s", conf);
+	cr_expect_eq(hr, -ENOTSUP, "sstf_digest_hex: %d", hr);
+
+	size_t idx[] = { idx_of_size(4097), idx_of_size(MIB + 7), idx_of_size(0) };
+	struct sstf_file *files = pick(idx, 3, org->base_url, SSTF_DIGEST_XXH3);
+	use_md5(&files[0], &ds.files[idx[0]]);
+	use_md5(&files[2], &ds.files[idx[2]]);
+	sstf_engine *eng = engine_new(1);
+	struct rec r;
+	int res = run_batch(eng, dest, files, 3, &r);
+	cr_expect_eq(res, -ENOTSUP, "batch: %d (%s)", res, sstf_strerror(res));
+	for (size_t k = 0; k < 3; k += 2) {
+		cr_expect_eq(r.result[k], -ENOTSUP, "%s: %d (%s) %s", r.names[k], r.result[k],
+		             sstf_strerror(r.result[k]), r.detail[k]);
+		cr_expect(strstr(r.detail[k], "OpenSSL") != NULL, "detail: %s", r.detail[k]);
+	}
+	cr_expect_eq(r.result[1], 0, "%s: %s", r.names[1], r.detail[1]);
+	size_t good[] = { idx[1] };
+	expect_dest_is(dest, good, 1);
+	expect_no_temps(dest);
+	expect_stage_empty(dest);
+	engine_free_checked(eng);
+	ds_batch_free(files, 3, 1);
+	rec_fini(&r);
+	unsetenv("OPENSSL_CONF");
+	free(conf);
+}
