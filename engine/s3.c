@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "s3.h"
@@ -50,10 +52,31 @@ static size_t web_prefix(const char *url)
 
 int sstf__net_check(const struct sstf_config *c, char *errbuf, size_t len)
 {
-	if (c->ca_file && !*c->ca_file)
-		return bad(errbuf, len, "ca_file: empty; NULL for the system store");
-	if (c->ca_path && !*c->ca_path)
-		return bad(errbuf, len, "ca_path: empty; NULL for none");
+	/* curl only says "SSL certificate problem" for a CA file or
+	 * directory it cannot use, long after: name it here. */
+	struct stat st;
+	if (c->ca_file) {
+		if (!*c->ca_file)
+			return bad(errbuf, len, "ca_file: empty; NULL for the system store");
+		if (stat(c->ca_file, &st) < 0 || access(c->ca_file, R_OK) < 0)
+			return bad(errbuf, len, "ca_file: '%.200s': %s", c->ca_file, strerror(errno));
+		if (S_ISDIR(st.st_mode))
+			return bad(errbuf, len,
+			           "ca_file: '%.200s' is a directory (a directory of hashed "
+			           "certificates is ca_path)",
+			           c->ca_file);
+	}
+	if (c->ca_path) {
+		if (!*c->ca_path)
+			return bad(errbuf, len, "ca_path: empty; NULL for none");
+		if (stat(c->ca_path, &st) < 0)
+			return bad(errbuf, len, "ca_path: '%.200s': %s", c->ca_path, strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			return bad(errbuf, len,
+			           "ca_path: '%.200s' is not a directory (a PEM file of CAs is "
+			           "ca_file)",
+			           c->ca_path);
+	}
 	const struct sstf_s3_config *s = c->s3;
 	if (!s)
 		return 0;

@@ -364,11 +364,13 @@ struct sstf_config {
 	const char *ca_file;          /* PEM file of the CAs that https
 	                                 origins may chain to, as curl's
 	                                 --cacert; NULL: the system store.
-	                                 Copied. */
+	                                 Must be a readable file when the
+	                                 config is checked. Copied. */
 	const char *ca_path;          /* directory of hashed CA certificates
-	                                 (c_rehash), as curl's --capath; NULL:
-	                                 none beyond ca_file or the system
-	                                 store. Copied. */
+	                                 (openssl rehash), as curl's --capath;
+	                                 NULL: none beyond ca_file or the
+	                                 system store. Must be a directory
+	                                 when the config is checked. Copied. */
 	uint64_t reserved[5];         /* must be zero (see "Compatibility") */
 };
 
