@@ -391,7 +391,7 @@ Test(cli, bad_options_exit_2_and_name_the_option)
 		{"--bogus=1", "--bogus", "unknown option"},
 		{"--parallel=abc", "--parallel=abc", "integer"},
 		{"--bs=3k", "--bs=3k", "power of two"},
-		{"--verify=md5", "--verify=md5", "xxh128"},
+		{"--verify=sha256", "--verify=sha256", "xxh128"},
 		{"--rate=abc", "--rate=abc", "a size from 0 to 1t"},
 		{"--split=65", "--split=65", "from 1 to 64"},
 	};
@@ -1325,4 +1325,273 @@ Test(cli, mirrors_all_dead_fail_and_list_bytes_per_url)
 	}
 	cr_assert(!ds_exists(set_file(dest, 1)) && !ds_exists(set_file(dest, 2)),
 	          "a file was published");
+}
+
+/* ------------------------------------------------------------------------ */
+/* https with a private CA: --cacert and --capath                           */
+
+#define TLS_NFILES 12
+
+/*
+ * work/set (TLS_NFILES files of 64 KiB to 3 MiB) served over https by nginx
+ * with a certificate signed by a CA made for the test (in work, so teardown
+ * removes it). Fills *certs; the caller frees it with origin_free_certs().
+ */
+static void serve_dataset_tls(struct origin_certs *certs, unsigned long long seed)
+{
+	int err = origin_make_certs(work, certs);
+	cr_assert_eq(err, 0, "cannot make the test CA: %s", strerror(-err));
+	set_dir = fmt("%s/set", work);
+	gen_dataset(set_dir, TLS_NFILES, "64k:3m", seed);
+	err = origin_start_tls(set_dir, certs->cert_pem, certs->key_pem, &org);
+	cr_assert_eq(err, 0, "nginx (https) did not start: %s", strerror(-err));
+}
+
+/* --split_min=1m, with parts of 1 MiB (half of --mem=8m over --split=4):
+ * files above it go over ranged streams, over TLS too. */
+Test(cli, https_origin_with_cacert_or_capath_fetches_every_file_verified)
+{
+	struct origin_certs certs;
+	serve_dataset_tls(&certs, 101);
+	const char *manifest = fmt("--manifest=%s/manifest.json", set_dir);
+	const char *source = fmt("--source=%s", org->base_url);
+	struct run r;
+
+	const char *dest = fmt("%s/dest-cacert", work);
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), fmt("--cacert=%s", certs.ca_pem),
+	    "--split=4", "--split_min=1m", "--bs=256k", "--mem=8m", "--output-format=json");
+	expect_exit(&r, 0);
+	json_t *job = report_job(r.out);
+	cr_assert_eq(jint(jobj(job, "files"), "ok"), TLS_NFILES);
+	cr_assert_str_eq(job_opt(job, "cacert"), certs.ca_pem);
+	cr_assert_eq(jint(jobj(job, "net"), "retries"), 0);
+	cr_assert_gt(jint(jobj(job, "net"), "files_split"), 0,
+	             "no file went over ranged streams:\n%s", r.out);
+	check_dest(dest, TLS_NFILES, 0);
+
+	dest = fmt("%s/dest-capath", work);
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), fmt("--capath=%s", certs.ca_dir),
+	    "--output-format=json");
+	expect_exit(&r, 0);
+	job = report_job(r.out);
+	cr_assert_eq(jint(jobj(job, "files"), "ok"), TLS_NFILES);
+	cr_assert_str_eq(job_opt(job, "capath"), certs.ca_dir);
+	check_dest(dest, TLS_NFILES, 0);
+	origin_free_certs(&certs);
+}
+
+Test(cli, https_origin_without_cacert_exits_1_with_the_certificate_problem)
+{
+	struct origin_certs certs;
+	serve_dataset_tls(&certs, 102);
+	const char *dest = fmt("%s/dest", work);
+	struct run r;
+	RUN(&r, fmt("--manifest=%s/manifest.json", set_dir), fmt("--source=%s", org->base_url),
+	    fmt("--dest=%s", dest), "--output-format=json");
+	expect_exit(&r, 1);
+	json_t *job = report_job(r.out);
+	cr_assert_eq(jint(jobj(job, "files"), "failed"), TLS_NFILES, "%s", r.out);
+	/* A certificate problem is not transient: nothing is retried. */
+	cr_assert_eq(jint(jobj(job, "net"), "retries"), 0, "%s", r.out);
+	json_t *fails = jget(job, "failures");
+	cr_assert_eq(json_array_size(fails), TLS_NFILES, "failures:\n%s", r.out);
+	for (size_t i = 0; i < TLS_NFILES; i++) {
+		const char *detail = jstr(json_array_get(fails, i), "detail");
+		cr_assert(strstr(detail, "SSL certificate problem: unable to get local "
+		                         "issuer certificate") != NULL,
+		          "failures[%zu].detail \"%s\" does not say the certificate problem",
+		          i, detail);
+	}
+	for (size_t i = 1; i <= TLS_NFILES; i++)
+		cr_assert(!ds_exists(set_file(dest, i)), "file %zu was published", i);
+	origin_free_certs(&certs);
+}
+
+/* Checked before any job runs: exit 2 naming the option, nothing made. */
+Test(cli, cacert_or_capath_that_does_not_exist_exits_2_naming_the_option)
+{
+	const char *source = small_set(2, 103);
+	const char *manifest = fmt("--manifest=%s/manifest.json", set_dir);
+	const char *dest = fmt("%s/dest", work);
+	const char *missing = fmt("%s/no-such-ca.pem", work);
+	struct run r;
+
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), fmt("--cacert=%s", missing));
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, fmt("--cacert=%s: No such file or directory", missing)),
+	          "stderr: %s", r.err);
+
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), fmt("--capath=%s", missing));
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, fmt("--capath=%s: No such file or directory", missing)),
+	          "stderr: %s", r.err);
+
+	/* The wrong kind of path. */
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), fmt("--cacert=%s", work));
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, fmt("--cacert=%s: is a directory", work)), "stderr: %s", r.err);
+	const char *file = fmt("%s/manifest.json", set_dir);
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), fmt("--capath=%s", file));
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, fmt("--capath=%s: not a directory", file)), "stderr: %s", r.err);
+
+	/* In a job file, the message names the file, the line and the key. */
+	const char *jobfile = fmt("%s/tls.fio", work);
+	const char *text = fmt("[global]\ncacert=%s\n[one]\n", missing);
+	cr_assert_eq(ds_write_file(jobfile, text, strlen(text)), 0);
+	RUN(&r, manifest, source, fmt("--dest=%s", dest), jobfile);
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, fmt("%s:2: cacert=%s: No such file", jobfile, missing)),
+	          "stderr: %s", r.err);
+	cr_assert(!ds_exists(dest), "dest was created");
+}
+
+Test(cli, help_shows_cacert_and_capath_with_their_defaults)
+{
+	struct run r;
+	RUN(&r, "--help");
+	expect_exit(&r, 0);
+	const char *c = strstr(r.out, "--cacert=FILE");
+	const char *p = strstr(r.out, "--capath=DIR");
+	cr_assert(c && p, "--help lacks --cacert or --capath:\n%s", r.out);
+	/* Each row ends with its default, before the next option. */
+	const char *cd = strstr(c, "(default: system CA store)");
+	const char *pd = strstr(p, "(default: system CA store)");
+	cr_assert(cd && cd < p, "--cacert's default is not shown:\n%s", r.out);
+	cr_assert(pd && pd < strstr(p + 2, "\n      --"), "--capath's default is not shown:\n%s",
+	          r.out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* MD5 manifests: Pegasus' bulk_load_metadata as it stands                  */
+
+/* What /usr/bin/md5sum says of path, lowercase hex. */
+static const char *md5sum_of(const char *path)
+{
+	FILE *p = popen(fmt("/usr/bin/md5sum '%s'", path), "r");
+	cr_assert_not_null(p);
+	char line[4096] = "";
+	cr_assert_not_null(fgets(line, sizeof(line), p), "md5sum %s: no output", path);
+	cr_assert_eq(pclose(p), 0, "md5sum %s failed", path);
+	cr_assert(strlen(line) > 32 && line[32] == ' ', "md5sum said: %s", line);
+	line[32] = '\0';
+	return fmt("%s", line);
+}
+
+/*
+ * The dataset in Pegasus' bulk_load_metadata form: {"files": [{"name",
+ * "size", "md5"}], "file_total_size"}, no xxHash digest anywhere. Entry
+ * `bad` (1-based; 0: none) gets a wrong MD5, entry `bare` none at all;
+ * file_total_size is the sum plus `total_off`. Returns its path.
+ */
+static const char *pegasus_manifest(size_t bad, size_t bare, int64_t total_off)
+{
+	json_t *files = json_array();
+	uint64_t total = 0;
+	for (size_t i = 1; i <= NFILES; i++) {
+		const char *path = set_file(set_dir, i);
+		struct stat st;
+		cr_assert_eq(stat(path, &st), 0, "%s", path);
+		json_t *e = json_pack("{s:s, s:I}", "name", strrchr(path, '/') + 1, "size",
+		                      (json_int_t)st.st_size);
+		if (i != bare) {
+			char hex[33];
+			snprintf(hex, sizeof(hex), "%s", md5sum_of(path));
+			if (i == bad)
+				hex[5] = hex[5] == '0' ? '1' : '0';
+			json_object_set_new(e, "md5", json_string(hex));
+		} else {
+			/* It has a digest, just not an MD5. */
+			json_object_set_new(e, "xxh3", json_string("0123456789abcdef"));
+		}
+		json_array_append_new(files, e);
+		total += (uint64_t)st.st_size;
+	}
+	json_t *m = json_pack("{s:o, s:I}", "files", files, "file_total_size",
+	                      (json_int_t)(total + (uint64_t)total_off));
+	const char *path = fmt("%s/bulk_load_metadata", work);
+	cr_assert_eq(json_dump_file(m, path, JSON_COMPACT | JSON_PRESERVE_ORDER), 0);
+	json_decref(m);
+	return path;
+}
+
+Test(cli, md5_only_manifest_fetches_and_verifies_every_file)
+{
+	uint64_t total = serve_dataset(91);
+	const char *manifest = pegasus_manifest(0, 0, 0);
+	/* No --verify: auto recognises the format by its fields. */
+	for (int pass = 0; pass < 2; pass++) {
+		const char *dest = fmt("%s/dest%d", work, pass);
+		const char *report = fmt("%s/report%d.json", work, pass);
+		struct run r;
+		RUN(&r, fmt("--manifest=%s", manifest), fmt("--source=%s", org->base_url),
+		    fmt("--dest=%s", dest), pass ? "--verify=md5" : "--bs=64k",
+		    "--output-format=json", fmt("--output=%s", report));
+		expect_exit(&r, 0);
+		json_t *job = json_array_get(report_jobs(parse_json(slurp(report, NULL),
+		                                                    "report"), 1), 0);
+		cr_assert_str_eq(job_opt(job, "verify"), pass ? "md5" : "auto");
+		json_t *files = jobj(job, "files");
+		cr_assert_eq(jint(files, "ok"), NFILES);
+		cr_assert_eq(jint(files, "failed"), 0);
+		cr_assert_eq(jint(jobj(job, "verify"), "errors"), 0);
+		cr_assert_eq((uint64_t)jint(jobj(job, "verify"), "bytes"), total);
+		check_dest(dest, NFILES, 0);
+	}
+}
+
+Test(cli, md5_mismatch_fails_that_file_alone_exit_1)
+{
+	serve_dataset(92);
+	enum { BAD = 23 };
+	const char *manifest = pegasus_manifest(BAD, 0, 0);
+	const char *dest = fmt("%s/dest", work);
+	const char *report = fmt("%s/report.json", work);
+	struct run r;
+	RUN(&r, fmt("--manifest=%s", manifest), fmt("--source=%s", org->base_url),
+	    fmt("--dest=%s", dest), "--output-format=json", fmt("--output=%s", report));
+	expect_exit(&r, 1);
+	json_t *job = json_array_get(report_jobs(parse_json(slurp(report, NULL), "report"), 1),
+	                             0);
+	json_t *files = jobj(job, "files");
+	cr_assert_eq(jint(files, "ok"), NFILES - 1);
+	cr_assert_eq(jint(files, "failed"), 1);
+	cr_assert_eq(jint(jobj(job, "verify"), "errors"), 1);
+	json_t *fails = jget(job, "failures");
+	cr_assert(json_is_array(fails) && json_array_size(fails) == 1,
+	          "failures: expected one entry");
+	cr_assert_str_eq(jstr(json_array_get(fails, 0), "name"), fmt("%06d.sst", BAD));
+	check_dest(dest, NFILES, BAD);
+}
+
+Test(cli, verify_md5_with_an_entry_without_md5_exits_2_naming_it)
+{
+	serve_dataset(93);
+	enum { BARE = 5 }; /* files[4] */
+	const char *manifest = pegasus_manifest(0, BARE, 0);
+	struct run r;
+	run_manifest(&r, manifest, set_dir, "md5");
+	expect_manifest_error(&r, manifest,
+	                      fmt("files[%d] (\"%06d.sst\"): no \"md5\" digest, which "
+	                          "verify=md5 needs for every entry", BARE - 1, BARE));
+	/* auto takes that entry's xxh3 instead: the manifest loads (and that
+	 * made-up digest fails the file, alone). */
+	run_manifest(&r, manifest, set_dir, "auto");
+	expect_exit(&r, 1);
+	check_dest(fmt("%s/dest", work), NFILES, BARE);
+}
+
+Test(cli, md5_manifest_with_a_wrong_file_total_size_exits_2)
+{
+	serve_dataset(94);
+	uint64_t total = (uint64_t)NFILES * FILESIZE;
+	const char *manifest = pegasus_manifest(0, 0, 1);
+	struct run r;
+	run_manifest(&r, manifest, set_dir, "auto");
+	expect_manifest_error(&r, manifest,
+	                      fmt("\"file_total_size\" is %" PRIu64 " but the %d files' "
+	                          "sizes add up to %" PRIu64, total + 1, NFILES, total));
+	manifest = pegasus_manifest(0, 0, -1);
+	run_manifest(&r, manifest, set_dir, "md5");
+	expect_manifest_error(&r, manifest, "\"file_total_size\" is");
 }

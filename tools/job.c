@@ -9,6 +9,11 @@
  * while calling into the engine: sstf_cancel() waits for on_batch_done,
  * which takes that lock.
  *
+ * Parts. A job submits one batch (its manifest) or, with --pegasus, one
+ * per partition (pegasus.h), together on its one engine: each a
+ * generation of its own, with its struct part as the callbacks' user
+ * pointer. A loop ends when every generation of it has.
+ *
  * cancel_at is the one cancel started on the loop thread: the callback that
  * first sees the mark crossed calls sstf_cancel(), which there only starts
  * the cancel (-EINPROGRESS). Started from the main thread instead, a cancel
@@ -28,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aws.h"
+#include "pegasus.h"
 #include "sstfetch.h"
 #include "util.h"
 
@@ -138,10 +145,11 @@ struct tracker {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 
-	/* The current generation. */
+	/* The current generations: every part's files, one part after the
+	 * other (struct part's base). */
 	struct outcome *files;
 	size_t nfiles;
-	int ended;
+	size_t ended;          /* generations of the loop that have ended */
 	uint64_t cancel_bytes; /* nonzero: cancel once this many are written */
 	int cancel_due;        /* the cancel was started */
 	sstf_engine *engine;
@@ -153,6 +161,25 @@ struct tracker {
 	uint64_t mirror_bytes[SSTF_MAX_MIRRORS];
 	size_t nmirrors; /* entries of mirror_bytes in use */
 	int oom;
+};
+
+/*
+ * One batch of the job: a plain job has one (its manifest into --dest,
+ * from --source); a --pegasus job one per partition.
+ */
+struct part {
+	struct tracker *tr;
+	const struct manifest *m;
+	const char *dest;        /* the batch's dest_dir */
+	const char *base_url;    /* its base_url */
+	long pidx;               /* the partition; -1 for a plain job */
+	size_t base;             /* its first file among tr->files */
+	struct part_report *rep; /* its entry in the report; NULL for a plain
+	                            job */
+	uint64_t gen;            /* its generation, when submitted */
+	int submitted;           /* gen is the loop's, not yet waited for */
+	int rc;                  /* its result in the loop: a submit error,
+	                            or its generation's */
 };
 
 static int push(struct samples *s, uint64_t v)
@@ -209,7 +236,8 @@ static struct fail_note *make_note(const struct sstf_file_result *res,
 static void on_file_done(void *user, uint64_t gen,
                          const struct sstf_file_result *res)
 {
-	struct tracker *tr = user;
+	struct part *pt = user;
+	struct tracker *tr = pt->tr;
 	/* A file with one URL has nothing to split by mirror. The header
 	 * bounds nmirrors; the cap keeps a bad count off our arrays. */
 	size_t nm = res->nmirrors > 1 && res->mirror_bytes ? res->nmirrors : 0;
@@ -220,8 +248,8 @@ static void on_file_done(void *user, uint64_t gen,
 	struct fail_note *note = make_note(res, nm);
 
 	pthread_mutex_lock(&tr->lock);
-	if (res->index < tr->nfiles && !tr->files[res->index].done) {
-		struct outcome *o = &tr->files[res->index];
+	if (res->index < pt->m->nfiles && !tr->files[pt->base + res->index].done) {
+		struct outcome *o = &tr->files[pt->base + res->index];
 		o->done = 1;
 		o->result = res->result;
 		o->streams = res->streams;
@@ -255,15 +283,15 @@ static void on_file_done(void *user, uint64_t gen,
 
 static void on_progress(void *user, uint64_t gen, const struct sstf_progress *p)
 {
-	maybe_cancel(user, gen, p->bytes_done);
+	maybe_cancel(((struct part *)user)->tr, gen, p->bytes_done);
 }
 
 static void on_batch_done(void *user, uint64_t gen, int result)
 {
-	struct tracker *tr = user;
+	struct tracker *tr = ((struct part *)user)->tr;
 
 	pthread_mutex_lock(&tr->lock);
-	tr->ended = 1;
+	tr->ended++;
 	pthread_cond_signal(&tr->cond);
 	pthread_mutex_unlock(&tr->lock);
 }
@@ -285,8 +313,9 @@ static void tracker_reset(struct tracker *tr, uint64_t cancel_bytes)
 
 enum { EV_TIMEOUT = 0, EV_ENDED = 1, EV_CANCEL_DUE = 2 };
 
-/* Waits up to WAKE_MS for the generation to end or to reach cancel_at. */
-static int tracker_wait(struct tracker *tr)
+/* Waits up to WAKE_MS for `want` generations to end, or one to reach
+ * cancel_at. */
+static int tracker_wait(struct tracker *tr, size_t want)
 {
 	struct timespec dl;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -296,11 +325,12 @@ static int tracker_wait(struct tracker *tr)
 		dl.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&tr->lock);
-	while (!tr->ended && !tr->cancel_due && !job_interrupted) {
+	while (tr->ended < want && !tr->cancel_due && !job_interrupted) {
 		if (pthread_cond_timedwait(&tr->cond, &tr->lock, &dl) == ETIMEDOUT)
 			break;
 	}
-	int ev = (tr->ended ? EV_ENDED : 0) | (tr->cancel_due ? EV_CANCEL_DUE : 0);
+	int ev = (tr->ended >= want ? EV_ENDED : 0) |
+	         (tr->cancel_due ? EV_CANCEL_DUE : 0);
 	pthread_mutex_unlock(&tr->lock);
 	return ev;
 }
@@ -337,14 +367,14 @@ static int cmp_len_desc(const void *a, const void *b)
  * --dest costs a refetch, never someone's data. Returns 0 or a negative
  * errno after printing it.
  */
-static int clear_dest(const struct job *job)
+static int clear_dest(const char *jobname, const struct manifest *m,
+                      const char *dest)
 {
-	const struct manifest *m = job->m;
-	int dfd = open(job->o.dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int dfd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		int err = errno;
-		fprintf(stderr, PROG ": %s: cannot open dest '%s': %s\n", job->o.name,
-		        job->o.dest, strerror(err));
+		fprintf(stderr, PROG ": %s: cannot open dest '%s': %s\n", jobname,
+		        dest, strerror(err));
 		return -err;
 	}
 	int rc = 0;
@@ -355,7 +385,7 @@ static int clear_dest(const struct job *job)
 		if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT) {
 			rc = -errno;
 			fprintf(stderr, PROG ": %s: cannot remove '%s/%s': %s\n",
-			        job->o.name, job->o.dest, name, strerror(-rc));
+			        jobname, dest, name, strerror(-rc));
 			break;
 		}
 		/* Every parent of name: "a/b/c" gives "a/b" and "a". */
@@ -434,38 +464,56 @@ static void add_failure(struct job_report *rep, const char *name, int error,
 }
 
 /*
- * Counts the last generation's files of one loop into the report. `rc` is
- * the loop's result: a generation that could not start (a submit error,
- * such as -ENOSPC at admission) fails its files rather than leaving them
- * unfinished.
+ * Counts the last generations' files of one loop into the report, and into
+ * each part's entry. A part's result (struct part's rc) that is a submit
+ * error (such as -ENOSPC at admission) fails its files rather than leaving
+ * them unfinished. A partition's file is named "PIDX/NAME".
  */
-static void tally(struct tracker *tr, const struct manifest *m, int rc,
+static void tally(struct tracker *tr, const struct part *parts, size_t nparts,
                   struct job_report *rep)
 {
+	char pname[PATH_MAX + 32];
 	pthread_mutex_lock(&tr->lock);
-	for (size_t i = 0; i < m->nfiles; i++) {
-		const struct outcome *o = &tr->files[i];
-		if (o->done && o->result == 0 && o->skipped) {
-			rep->files_skipped++;
-		} else if (o->done && o->result == 0) {
-			rep->files_ok++;
-			rep->files_resumed += (uint64_t)o->resumed;
-		} else if (o->done) {
-			rep->files_failed++;
-			add_failure(rep, m->files[i].name, o->result,
-			            o->note ? o->note->detail : NULL, 0, o);
-		} else if (rc && rc != -ECANCELED) {
-			rep->files_failed++;
-			add_failure(rep, m->files[i].name, rc,
-			            "the job's batch was not started", 0, NULL);
-		} else {
-			rep->files_unfinished++;
-			add_failure(rep, m->files[i].name, -ECANCELED, "not finished", 1,
-			            NULL);
+	for (size_t k = 0; k < nparts; k++) {
+		const struct part *pt = &parts[k];
+		const struct manifest *m = pt->m;
+		struct part_report dummy, *pr = pt->rep ? pt->rep : &dummy;
+		int rc = pt->rc;
+		for (size_t i = 0; i < m->nfiles; i++) {
+			const struct outcome *o = &tr->files[pt->base + i];
+			const char *name = m->files[i].name;
+			if (pt->pidx >= 0 && (o->done ? o->result != 0 : 1)) {
+				snprintf(pname, sizeof(pname), "%ld/%s", pt->pidx, name);
+				name = pname;
+			}
+			if (o->done && o->result == 0 && o->skipped) {
+				rep->files_skipped++;
+				pr->files_skipped++;
+			} else if (o->done && o->result == 0) {
+				rep->files_ok++;
+				pr->files_ok++;
+				rep->files_resumed += (uint64_t)o->resumed;
+			} else if (o->done) {
+				rep->files_failed++;
+				pr->files_failed++;
+				add_failure(rep, name, o->result,
+				            o->note ? o->note->detail : NULL, 0, o);
+			} else if (rc && rc != -ECANCELED) {
+				rep->files_failed++;
+				pr->files_failed++;
+				add_failure(rep, name, rc,
+				            "the job's batch was not started", 0, NULL);
+			} else {
+				rep->files_unfinished++;
+				pr->files_unfinished++;
+				add_failure(rep, name, -ECANCELED, "not finished", 1,
+				            NULL);
+			}
 		}
+		rep->files_total += m->nfiles;
+		pr->files_total += m->nfiles;
 	}
 	pthread_mutex_unlock(&tr->lock);
-	rep->files_total += m->nfiles;
 }
 
 static double tv_s(struct timeval tv)
@@ -513,6 +561,9 @@ struct sstf_config job_engine_config(const struct job_opts *o)
 	cfg.split = (unsigned)o->split; /* 1..SSTF_MAX_SPLIT: the table's range */
 	cfg.split_min = o->split_min;
 	cfg.rate = o->rate; /* 0: none, for the engine as for fio */
+	cfg.s3 = o->s3; /* NULL: no s3:// URL; the engine copies it */
+	cfg.ca_file = o->cacert; /* NULL: the system store */
+	cfg.ca_path = o->capath;
 	if (o->cancel_at)
 		cfg.progress_interval_ms = CANCEL_PROGRESS_MS;
 	return cfg;
@@ -523,76 +574,168 @@ struct loop_ctx {
 	const struct job *job;
 	sstf_engine *engine;
 	struct tracker *tr;
-	struct sstf_batch batch;
+	struct part *parts;
+	size_t nparts;
 	struct status *st;
 	struct job_report *rep;
 };
 
-/* Bytes the (ended) generation fetched, wrote and hashed; adds what it
- * found already on disk to the report, and stores it in *present. */
-static uint64_t gen_bytes(struct loop_ctx *c, uint64_t gen, uint64_t *present)
+uint64_t job_total_size(const struct job *job)
+{
+	return job->peg ? job->peg->total_size : job->m->total_size;
+}
+
+/* Bytes part pt's (ended) generation fetched, wrote and hashed; adds them
+ * and what it found already on disk to the report, and stores the latter
+ * in *present. */
+static uint64_t gen_bytes(struct loop_ctx *c, struct part *pt, uint64_t *present)
 {
 	struct sstf_progress p;
 	*present = 0;
-	if (sstf_progress(c->engine, gen, &p) != 0)
+	if (sstf_progress(c->engine, pt->gen, &p) != 0)
 		return 0;
+	c->rep->io_bytes += p.bytes_done;
 	c->rep->present_bytes += p.bytes_present;
+	if (pt->rep) {
+		pt->rep->io_bytes += p.bytes_done;
+		pt->rep->present_bytes += p.bytes_present;
+	}
 	*present = p.bytes_present;
 	return p.bytes_done;
 }
 
-static int submit(struct loop_ctx *c, uint64_t cancel_bytes, uint64_t *gen)
+static int submit_part(struct loop_ctx *c, struct part *pt)
 {
 	char errbuf[512] = "";
-	c->batch.errbuf = errbuf;
-	c->batch.errbuf_len = sizeof(errbuf);
-	tracker_reset(c->tr, cancel_bytes);
-	int rc = sstf_submit(c->engine, &c->batch, gen);
-	c->batch.errbuf = NULL;
-	if (rc)
+	struct sstf_batch batch = {
+		.dest_dir = pt->dest,
+		.files = pt->m->files,
+		.nfiles = pt->m->nfiles,
+		.on_file_done = on_file_done,
+		.on_batch_done = on_batch_done,
+		.on_progress = c->job->o.cancel_at ? on_progress : NULL,
+		.user = pt,
+		.errbuf = errbuf,
+		.errbuf_len = sizeof(errbuf),
+		/* Entries without their own "url" (url NULL): the engine
+		 * joins the source (the partition's URL) and the name. */
+		.base_url = pt->base_url,
+		.protocols = c->job->o.protocols,
+	};
+	int rc = sstf_submit(c->engine, &batch, &pt->gen);
+	if (rc && pt->pidx >= 0)
+		fprintf(stderr, PROG ": %s: partition %ld: submit failed: %s%s%s\n",
+		        c->job->o.name, pt->pidx, sstf_strerror(rc),
+		        errbuf[0] ? ": " : "", errbuf);
+	else if (rc)
 		fprintf(stderr, PROG ": %s: submit failed: %s%s%s\n", c->job->o.name,
 		        sstf_strerror(rc), errbuf[0] ? ": " : "", errbuf);
 	return rc;
 }
 
-/* Redraws the status line from the running generation. */
-static void draw(struct loop_ctx *c, uint64_t gen)
+/*
+ * Submits every part's batch, one generation each, so that they run at
+ * once. A part that cannot start (a submit error, such as -ENOSPC at
+ * admission) keeps the error as its result; the others run regardless, as
+ * a node's partitions load independently. Returns how many run.
+ */
+static size_t submit_all(struct loop_ctx *c, uint64_t cancel_bytes)
 {
-	struct sstf_progress p;
-	if (!c->st->enabled || sstf_progress(c->engine, gen, &p) != 0)
-		return;
-	uint64_t open = p.files_total - p.files_done - p.files_failed;
-	if (open > c->job->o.parallel)
-		open = c->job->o.parallel;
-	/* Bytes already in place (skipped, resumed) are done too. */
-	status_draw(c->st, p.bytes_done + p.bytes_present, open);
+	size_t running = 0;
+	/* Before the first submit: callbacks may run before it returns. */
+	tracker_reset(c->tr, cancel_bytes);
+	for (size_t k = 0; k < c->nparts; k++) {
+		struct part *pt = &c->parts[k];
+		pt->rc = submit_part(c, pt);
+		pt->submitted = pt->rc == 0;
+		running += (size_t)pt->submitted;
+	}
+	return running;
 }
 
 /*
- * One loop: a generation, and with cancel_at a second one after cancelling
- * the first. Returns the last generation's result (0, -ECANCELED when
- * interrupted, or the first file error), or a submit error.
+ * Waits for every submitted generation (which has ended or been
+ * cancelled), counts its bytes and stores its result in its part. Returns
+ * the first part's nonzero result among them, else 0; their bytes, done
+ * and already present, in *bytes.
+ */
+static int end_all(struct loop_ctx *c, uint64_t *bytes)
+{
+	int rc = 0;
+	*bytes = 0;
+	for (size_t k = 0; k < c->nparts; k++) {
+		struct part *pt = &c->parts[k];
+		if (!pt->submitted)
+			continue;
+		pt->rc = sstf_wait(c->engine, pt->gen, -1);
+		pt->submitted = 0;
+		uint64_t present;
+		*bytes += gen_bytes(c, pt, &present) + present;
+		if (pt->rc && !rc)
+			rc = pt->rc;
+	}
+	return rc;
+}
+
+/* The loop's result: the first part's nonzero one, else 0. */
+static int loop_result(const struct loop_ctx *c)
+{
+	for (size_t k = 0; k < c->nparts; k++) {
+		if (c->parts[k].rc)
+			return c->parts[k].rc;
+	}
+	return 0;
+}
+
+/* Redraws the status line from the running generations. */
+static void draw(struct loop_ctx *c)
+{
+	struct sstf_progress p;
+	uint64_t open = 0, bytes = 0;
+	if (!c->st->enabled)
+		return;
+	for (size_t k = 0; k < c->nparts; k++) {
+		if (!c->parts[k].submitted ||
+		    sstf_progress(c->engine, c->parts[k].gen, &p) != 0)
+			continue;
+		open += p.files_total - p.files_done - p.files_failed;
+		/* Bytes already in place (skipped, resumed) are done too. */
+		bytes += p.bytes_done + p.bytes_present;
+	}
+	if (open > c->job->o.parallel)
+		open = c->job->o.parallel;
+	status_draw(c->st, bytes, open);
+}
+
+/*
+ * One loop: a generation per part, and with cancel_at (one part only:
+ * pegasus_check_opts() refuses it with several) a second one after
+ * cancelling the first. Returns the first part's result (0, -ECANCELED
+ * when interrupted, the first file error, or a submit error).
  */
 static int run_loop(struct loop_ctx *c)
 {
 	const struct job_opts *o = &c->job->o;
-	uint64_t total = c->job->m->total_size;
+	uint64_t total = job_total_size(c->job);
 	/* At least one byte, so that 1% of a tiny set still fires. */
 	uint64_t mark = o->cancel_at ? total / 100 * o->cancel_at +
 	                                       total % 100 * o->cancel_at / 100
 	                             : 0;
 	if (o->cancel_at && mark == 0)
 		mark = 1;
-	uint64_t gen;
-	int rc = submit(c, o->cancel_at ? mark : 0, &gen);
-	if (rc)
-		return rc;
+	size_t running = submit_all(c, o->cancel_at ? mark : 0);
 
 	double next_draw = now_s() + STATUS_MS / 1e3;
 	for (;;) {
-		int ev = tracker_wait(c->tr);
+		if (!running)
+			return loop_result(c);
+		int ev = tracker_wait(c->tr, running);
 		if (job_interrupted) {
-			sstf_cancel(c->engine, gen); /* blocks until it is clean */
+			for (size_t k = 0; k < c->nparts; k++) {
+				/* Blocks until it is clean. */
+				if (c->parts[k].submitted)
+					sstf_cancel(c->engine, c->parts[k].gen);
+			}
 			c->rep->interrupted = 1;
 			ev = EV_ENDED;
 		}
@@ -602,48 +745,57 @@ static int run_loop(struct loop_ctx *c)
 			/* The replica restart: a callback started the cancel;
 			 * once nothing of the generation is left, start over
 			 * with the whole set. */
-			rc = sstf_wait(c->engine, gen, -1);
-			uint64_t present;
-			uint64_t b = gen_bytes(c, gen, &present);
-			c->rep->io_bytes += b;
+			uint64_t b;
+			int rc = end_all(c, &b);
 			if (rc != -ECANCELED) {
 				/* The engine ends a generation cancelled once a
 				 * cancel was started; anything else is its own
 				 * result, reported as is. */
-				c->st->bytes_done += b + present;
+				c->st->bytes_done += b;
 				return rc;
 			}
-			rc = submit(c, 0, &gen);
-			if (rc)
-				return rc;
+			running = submit_all(c, 0);
 			continue;
 		}
 		if (ev & EV_ENDED) {
-			rc = sstf_wait(c->engine, gen, -1);
-			uint64_t present;
-			uint64_t b = gen_bytes(c, gen, &present);
-			c->rep->io_bytes += b;
-			c->st->bytes_done += b + present;
-			return rc;
+			uint64_t b;
+			end_all(c, &b);
+			c->st->bytes_done += b;
+			return loop_result(c);
 		}
 		if (now_s() >= next_draw) {
-			draw(c, gen);
+			draw(c);
 			next_draw = now_s() + STATUS_MS / 1e3;
 		}
 	}
 }
 
+/* What the job's files are checked against (report.h), over its parts. */
+static const char *parts_verified(const struct part *parts, size_t n)
+{
+	const char *v = n ? manifest_verified(parts[0].m) : NULL;
+	for (size_t k = 1; k < n; k++) {
+		if (strcmp(manifest_verified(parts[k].m), v) != 0)
+			return "mixed";
+	}
+	return v;
+}
+
 void job_run(const struct job *job, size_t index, struct status *st,
              struct job_report *rep)
 {
-	const struct manifest *m = job->m;
+	const struct pegasus *peg = job->peg;
+	size_t nparts = peg ? peg->nparts : 1;
+	struct part *parts = calloc(nparts, sizeof(*parts));
 	struct tracker tr;
 	pthread_condattr_t ca;
 	sstf_engine *engine = NULL;
+	size_t nfiles = peg ? peg->nfiles : job->m->nfiles;
 	int rc;
 
 	memset(&tr, 0, sizeof(tr));
 	rep->opts = &job->o;
+	rep->s3 = job->aws ? &job->aws->rep : NULL;
 	status_clear(st); /* messages below must not land on the line */
 	st->states[index] = 'W';
 	pthread_mutex_init(&tr.lock, NULL);
@@ -651,14 +803,55 @@ void job_run(const struct job *job, size_t index, struct status *st,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&tr.cond, &ca);
 	pthread_condattr_destroy(&ca);
-	tr.nfiles = m->nfiles;
-	tr.files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*tr.files));
+	if (peg)
+		rep->parts = calloc(nparts, sizeof(*rep->parts));
+	if (!parts || (peg && !rep->parts)) {
+		free(parts);
+		free(rep->parts);
+		rep->parts = NULL;
+		fprintf(stderr, PROG ": out of memory\n");
+		rep->error = -ENOMEM;
+		rep->files_unfinished = rep->files_total = nfiles * job->o.loops;
+		goto out_early;
+	}
+	for (size_t k = 0, base = 0; k < nparts; k++) {
+		struct part *pt = &parts[k];
+		pt->tr = &tr;
+		pt->base = base;
+		if (peg) {
+			const struct pegasus_part *pp = &peg->parts[k];
+			pt->m = pp->m;
+			pt->dest = pp->dest;
+			pt->base_url = pp->base_url;
+			pt->pidx = pp->pidx;
+			pt->rep = &rep->parts[k];
+			pt->rep->partition = pp->pidx;
+			pt->rep->size = pp->m->total_size;
+		} else {
+			pt->m = job->m;
+			pt->dest = job->o.dest;
+			pt->base_url = job->o.source;
+			pt->pidx = -1;
+		}
+		base += pt->m->nfiles;
+	}
+	rep->nparts = peg ? nparts : 0;
+	rep->verified = parts_verified(parts, nparts);
+	tr.nfiles = nfiles;
+	tr.files = calloc(nfiles ? nfiles : 1, sizeof(*tr.files));
 	if (!tr.files) {
 		rc = -ENOMEM;
 		fprintf(stderr, PROG ": out of memory\n");
 		goto cannot_start;
 	}
 	rc = make_dest(&job->o);
+	for (size_t k = 0; k < nparts && !rc && peg; k++) {
+		char failed[PATH_MAX];
+		rc = mkdir_p(parts[k].dest, failed, sizeof(failed));
+		if (rc)
+			fprintf(stderr, PROG ": %s: dest: cannot create '%s': %s\n",
+			        job->o.name, failed, strerror(-rc));
+	}
 	if (rc)
 		goto cannot_start;
 
@@ -684,24 +877,15 @@ void job_run(const struct job *job, size_t index, struct status *st,
 		.job = job,
 		.engine = engine,
 		.tr = &tr,
-		.batch = {
-			.dest_dir = job->o.dest,
-			.files = m->files,
-			.nfiles = m->nfiles,
-			.on_file_done = on_file_done,
-			.on_batch_done = on_batch_done,
-			.on_progress = job->o.cancel_at ? on_progress : NULL,
-			.user = &tr,
-			/* Entries without their own "url" (url NULL): the
-			 * engine joins the source and the name. */
-			.base_url = job->o.source,
-			.protocols = job->o.protocols,
-		},
+		.parts = parts,
+		.nparts = nparts,
 		.st = st,
 		.rep = rep,
 	};
 	for (uint64_t loop = 0; loop < job->o.loops && !job_interrupted; loop++) {
-		if (loop > 0 && (rc = clear_dest(job)) != 0) {
+		for (size_t k = 0; loop > 0 && k < nparts && !rc; k++)
+			rc = clear_dest(job->o.name, parts[k].m, parts[k].dest);
+		if (rc) {
 			rep->error = rc;
 			break;
 		}
@@ -712,9 +896,10 @@ void job_run(const struct job *job, size_t index, struct status *st,
 		rep->runtime_ns += (uint64_t)((now_s() - t0) * 1e9);
 		add_rusage(&ru, rep);
 		rep->loops_done++;
-		tally(&tr, m, rc, rep);
+		tally(&tr, parts, nparts, rep);
 		if (rc && !rep->error)
 			rep->error = rc;
+		rc = 0;
 	}
 
 	struct sstf_stats stats;
@@ -730,16 +915,28 @@ void job_run(const struct job *job, size_t index, struct status *st,
 
 cannot_start:
 	rep->error = rc;
-	rep->files_failed = m->nfiles * job->o.loops;
+	rep->files_failed = nfiles * job->o.loops;
 	rep->files_total = rep->files_failed;
+	for (size_t k = 0; k < nparts && rep->parts; k++) {
+		rep->parts[k].files_failed = parts[k].m->nfiles * job->o.loops;
+		rep->parts[k].files_total = rep->parts[k].files_failed;
+	}
 out:
 	if (job_interrupted && !rep->error)
 		rep->error = -ECANCELED;
 	/* Loops never run (interrupted, or after an error) leave their files
 	 * unfinished. */
-	if (rep->files_total < m->nfiles * job->o.loops) {
-		rep->files_unfinished += m->nfiles * job->o.loops - rep->files_total;
-		rep->files_total = m->nfiles * job->o.loops;
+	if (rep->files_total < nfiles * job->o.loops) {
+		rep->files_unfinished += nfiles * job->o.loops - rep->files_total;
+		rep->files_total = nfiles * job->o.loops;
+	}
+	for (size_t k = 0; k < nparts && rep->parts; k++) {
+		struct part_report *pr = &rep->parts[k];
+		uint64_t want = parts[k].m->nfiles * job->o.loops;
+		if (pr->files_total < want) {
+			pr->files_unfinished += want - pr->files_total;
+			pr->files_total = want;
+		}
 	}
 	if (tr.oom)
 		fprintf(stderr, PROG ": %s: out of memory; latency percentiles "
@@ -758,6 +955,8 @@ out:
 	free(tr.files);
 	free(tr.clat.v);
 	free(tr.ttfb.v);
+	free(parts);
+out_early:
 	pthread_cond_destroy(&tr.cond);
 	pthread_mutex_destroy(&tr.lock);
 	st->states[index] = job_succeeded(rep) ? '_' : 'E';

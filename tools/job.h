@@ -15,11 +15,23 @@
 #include "options.h"
 #include "report.h"
 
+struct aws_s3;
+struct pegasus;
+
 /* A job ready to run: its options and its loaded, checked manifest. */
 struct job {
 	struct job_opts o;
 	struct manifest *m;
+	struct aws_s3 *aws; /* its S3 settings (aws.h), o.s3 points into
+	                       them; NULL when no URL of the job is s3:// */
+	/* --pegasus: the partitions (pegasus.h), each a batch of its own,
+	 * and m is NULL; NULL for other jobs. */
+	struct pegasus *peg;
 };
+
+/* The bytes one loop of the job fetches: its manifest's, or its
+ * partitions' together. */
+uint64_t job_total_size(const struct job *job);
 
 /*
  * fio's status line on stderr, across the jobs of a run:

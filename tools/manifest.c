@@ -380,6 +380,20 @@ static int is_hex(char c)
 	       (c >= 'A' && c <= 'F');
 }
 
+/* The digests an entry may carry, cheapest per byte first: the order in
+ * which verify=auto takes them (manifest.h). */
+static const struct {
+	const char *key;
+	size_t digits;
+	enum sstf_digest_kind kind;
+	enum manifest_verify verify;
+} digest_keys[] = {
+	{"xxh3", 16, SSTF_DIGEST_XXH3, MANIFEST_VERIFY_XXH3},
+	{"xxh128", 32, SSTF_DIGEST_XXH128, MANIFEST_VERIFY_XXH128},
+	{"md5", 32, SSTF_DIGEST_MD5, MANIFEST_VERIFY_MD5},
+};
+#define NDIGEST_KEYS (sizeof(digest_keys) / sizeof(digest_keys[0]))
+
 /*
  * Checks the optional digest member `key` of entry i: absent is fine
  * (*present stays 0), present must be a string of exactly `digits` hex
@@ -594,38 +608,41 @@ static int add_entry(struct loader *ld, size_t i, json_t *entry)
 	}
 	ld->sum += size;
 
-	int have3, have128;
-	if (check_digest(ld, i, entry, jname, "xxh3", 16, &have3) ||
-	    check_digest(ld, i, entry, jname, "xxh128", 32, &have128))
-		return -1;
+	int have[NDIGEST_KEYS];
+	for (size_t k = 0; k < NDIGEST_KEYS; k++)
+		if (check_digest(ld, i, entry, jname, digest_keys[k].key,
+		                 digest_keys[k].digits, &have[k]))
+			return -1;
+	/* The digest checked: auto takes the first the entry has, cheapest
+	 * per byte first (see manifest.h); the others, theirs. */
 	enum sstf_digest_kind kind = SSTF_DIGEST_NONE;
-	switch (ld->verify) {
-	case MANIFEST_VERIFY_AUTO:
-		if (!have3 && !have128) {
+	const char *key = NULL;
+	if (ld->verify != MANIFEST_VERIFY_NONE) {
+		const char *wanted = NULL;
+		for (size_t k = 0; k < NDIGEST_KEYS && !key; k++) {
+			if (ld->verify != MANIFEST_VERIFY_AUTO &&
+			    ld->verify != digest_keys[k].verify)
+				continue;
+			wanted = digest_keys[k].key;
+			if (have[k]) {
+				key = digest_keys[k].key;
+				kind = digest_keys[k].kind;
+			}
+		}
+		if (!key && ld->verify == MANIFEST_VERIFY_AUTO) {
 			fail_entry(ld, i, jname,
 			           "no digest; give \"xxh3\" (16 hex) or \"xxh128\" "
-			           "(32 hex), or fetch with verify=none");
+			           "or \"md5\" (32 hex each), or fetch with "
+			           "verify=none");
 			return -1;
 		}
-		/* xxh3 wins when both are there: see manifest.h. */
-		kind = have3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
-		break;
-	case MANIFEST_VERIFY_XXH3:
-	case MANIFEST_VERIFY_XXH128: {
-		int want3 = ld->verify == MANIFEST_VERIFY_XXH3;
-		if (want3 ? !have3 : !have128) {
+		if (!key) {
 			fail_entry(ld, i, jname,
 			           "no \"%s\" digest, which verify=%s needs for every "
 			           "entry",
-			           want3 ? "xxh3" : "xxh128", want3 ? "xxh3" : "xxh128");
+			           wanted, wanted);
 			return -1;
 		}
-		kind = want3 ? SSTF_DIGEST_XXH3 : SSTF_DIGEST_XXH128;
-		break;
-	}
-	case MANIFEST_VERIFY_NONE:
-		kind = SSTF_DIGEST_NONE;
-		break;
 	}
 
 	json_t *jurl = json_object_get(entry, "url");
@@ -659,8 +676,7 @@ static int add_entry(struct loader *ld, size_t i, json_t *entry)
 	if (kind == SSTF_DIGEST_NONE) {
 		f->digest_hex = "";
 	} else {
-		json_t *d = json_object_get(entry, kind == SSTF_DIGEST_XXH3 ? "xxh3"
-		                                                             : "xxh128");
+		json_t *d = json_object_get(entry, key);
 		f->digest_hex = stash(m, json_string_value(d), json_string_length(d));
 	}
 	if (!f->name || (jurl && !f->url) || (jurls && !f->urls) ||
@@ -952,4 +968,58 @@ void manifest_free(struct manifest *m)
 	}
 	free(m->files);
 	free(m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Manifests made in memory: listings, and manifests fetched from a URL    */
+
+struct manifest *manifest_new(void)
+{
+	return calloc(1, sizeof(struct manifest));
+}
+
+int manifest_add(struct manifest *m, const char *name, size_t name_len,
+                 uint64_t size)
+{
+	if (m->total_size > UINT64_MAX - size)
+		return -EOVERFLOW;
+	struct sstf_file *f = new_slot(m);
+	if (!f)
+		return -ENOMEM;
+	/* Every field not set here, the reserved words included, is zero. */
+	memset(f, 0, sizeof(*f));
+	f->name = stash(m, name, name_len);
+	if (!f->name)
+		return -ENOMEM;
+	f->size = size;
+	f->digest_kind = SSTF_DIGEST_NONE;
+	f->digest_hex = "";
+	m->total_size += size;
+	m->nfiles++;
+	return 0;
+}
+
+int manifest_parse_mem(const void *buf, size_t len, const char *label,
+                       enum manifest_verify verify, struct manifest **out,
+                       char *err, size_t errlen)
+{
+	/* fmemopen() of zero bytes is refused by some C libraries; one
+	 * space parses the same (the document is empty either way). */
+	FILE *in = len ? fmemopen((void *)buf, len, "r") : fmemopen(" ", 1, "r");
+	if (!in) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: %s", label, strerror(errno));
+		return -1;
+	}
+	int rc = manifest_parse(in, label, verify, out, err, errlen);
+	fclose(in);
+	return rc;
+}
+
+const char *manifest_verified(const struct manifest *m)
+{
+	size_t none = 0;
+	for (size_t i = 0; i < m->nfiles; i++)
+		none += m->files[i].digest_kind == SSTF_DIGEST_NONE;
+	return none == 0 && m->nfiles ? "digest" : none == m->nfiles ? "length" : "mixed";
 }

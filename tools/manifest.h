@@ -8,10 +8,17 @@
  *    "file_total_size": 33554432}
  *
  * Per file: "name" (string) and "size" (non-negative integer) are required.
- * Digests: "xxh3" (16 hex digits, as `xxhsum -H3` prints) and "xxh128" (32
- * hex digits, as `xxhsum -H2` prints); each one present must be well formed,
- * and which one is checked is the verify mode's choice (enum
- * manifest_verify). An optional "url" replaces the batch's base URL + "/" +
+ * Digests: "xxh3" (16 hex digits, as `xxhsum -H3` prints), "xxh128" (32
+ * hex digits, as `xxhsum -H2` prints) and "md5" (32 hex digits, as `md5sum`
+ * prints); each one present must be well formed, and which one is checked
+ * is the verify mode's choice (enum manifest_verify). An Apache Pegasus
+ * bulk_load_metadata is such a manifest as it stands:
+ *
+ *   {"files": [{"name": "1.sst", "size": 1024, "md5": "<32 hex>"}, ...],
+ *    "file_total_size": 1024}
+ *
+ * is verified by MD5 with the default verify mode, and refused when its
+ * file_total_size is not the sum of its sizes. An optional "url" replaces the batch's base URL + "/" +
  * name for that file; or, instead of "url", "urls": an array of 1 to
  * SSTF_MAX_MIRRORS URL strings of the same content, in order of preference
  * (mirrors: see sstf_file.urls). An entry with both is an error, as is an
@@ -55,13 +62,15 @@
 
 /* Which digest of each entry the fetch checks. */
 enum manifest_verify {
-	/* "xxh3" where the entry has it, else "xxh128": XXH3-64 is the
-	 * cheaper of the two per byte on every CPU xxHash targets, and the
-	 * tool's job is to keep up with the disk. One of them is required. */
+	/* "xxh3" where the entry has it, else "xxh128", else "md5": the
+	 * cheapest per byte first (XXH3-64 on every CPU xxHash targets; MD5
+	 * costs some 30 times more), as the tool's job is to keep up with the
+	 * disk. One of them is required. */
 	MANIFEST_VERIFY_AUTO,
 	MANIFEST_VERIFY_XXH3,   /* every entry must have "xxh3" */
 	MANIFEST_VERIFY_XXH128, /* every entry must have "xxh128" */
 	MANIFEST_VERIFY_NONE,   /* length check only; digests not needed */
+	MANIFEST_VERIFY_MD5,    /* every entry must have "md5" */
 };
 
 struct manifest_chunk; /* a block of the string arena (manifest.c) */
@@ -128,6 +137,37 @@ int manifest_parse_window(FILE *in, const char *label,
 /* Opens `path` and runs manifest_parse() on it, labelled with the path. */
 int manifest_load(const char *path, enum manifest_verify verify,
                   struct manifest **out, char *err, size_t errlen);
+
+/*
+ * manifest_parse() of the len bytes at buf (a manifest fetched from a URL
+ * into memory), which stay the caller's. Returns as manifest_parse().
+ */
+int manifest_parse_mem(const void *buf, size_t len, const char *label,
+                       enum manifest_verify verify, struct manifest **out,
+                       char *err, size_t errlen);
+
+/*
+ * An empty manifest to fill with manifest_add() (a listing); NULL when out
+ * of memory. Release with manifest_free().
+ */
+struct manifest *manifest_new(void);
+
+/*
+ * Appends an entry of name[0..name_len) (copied) and size, with no digest
+ * (SSTF_DIGEST_NONE, digest_hex ""), no URL of its own, every other field
+ * zero, and adds size to total_size. Returns 0, -ENOMEM, or -EOVERFLOW when
+ * the sizes would add up past 2^64 - 1. Names are not judged here: run
+ * sstf_check_batch() on the files, as for a parsed manifest.
+ */
+int manifest_add(struct manifest *m, const char *name, size_t name_len,
+                 uint64_t size);
+
+/*
+ * What the fetch checks the files against, for the report: "digest" when
+ * every entry has a digest, "length" when none has (a listing, or
+ * verify=none; also an empty manifest), "mixed" otherwise.
+ */
+const char *manifest_verified(const struct manifest *m);
 
 /* Releases a manifest and every string it owns. NULL is a no-op. */
 void manifest_free(struct manifest *m);

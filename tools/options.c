@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "dataset.h"
 #include "manifest.h"
 #include "sstfetch.h"
 
@@ -36,6 +39,7 @@ static const struct opt_choice verify_choices[] = {
 	{"auto", MANIFEST_VERIFY_AUTO},
 	{"xxh3", MANIFEST_VERIFY_XXH3},
 	{"xxh128", MANIFEST_VERIFY_XXH128},
+	{"md5", MANIFEST_VERIFY_MD5},
 	{"none", MANIFEST_VERIFY_NONE},
 	{NULL, 0},
 };
@@ -59,6 +63,19 @@ static const struct opt_choice existing_choices[] = {
 	{"trust", SSTF_EXISTING_TRUST},
 	{"rehash", SSTF_EXISTING_REHASH},
 	{"refetch", SSTF_EXISTING_REFETCH},
+	{NULL, 0},
+};
+
+static const struct opt_choice s3_addressing_choices[] = {
+	{"auto", S3_ADDRESSING_AUTO},
+	{"path", S3_ADDRESSING_PATH},
+	{"virtual", S3_ADDRESSING_VIRTUAL},
+	{NULL, 0},
+};
+
+static const struct opt_choice layout_choices[] = {
+	{"flat", DATASET_FLAT},
+	{"pegasus", DATASET_PEGASUS},
 	{NULL, 0},
 };
 
@@ -90,14 +107,41 @@ const struct opt_def opt_table[] = {
 	 "start a job; the job options after it belong to it, those before the "
 	 "first --name are global. A name that a job file also has changes "
 	 "that job instead"},
-	{"manifest", 0, "FILE", OPT_STR, J(manifest), NULL, "none, required",
-	 0, 0, NULL, "JSON manifest listing the files to fetch"},
-	{"source", 0, "BASEURL", OPT_URL, J(source), NULL, "none, required", 0,
+	{"manifest", 0, "FILE|URL", OPT_STR, J(manifest), NULL,
+	 "none, required unless --list or --pegasus",
+	 0, 0, NULL,
+	 "JSON manifest listing the files to fetch: a path, or an http://, "
+	 "https://, file:// or s3:// URL fetched first (with the job's TLS and "
+	 "S3 settings, at most manifest_max bytes)"},
+	{"manifest_max", 0, "SIZE", OPT_SIZE, J(manifest_max), "256m", NULL,
+	 1 * KiB, 16 * GiB, NULL,
+	 "largest manifest fetched from a URL; a longer one stops the run "
+	 "with exit 2"},
+	{"list", 0, NULL, OPT_FLAG, J(list), NULL, "off", 0, 0, NULL,
+	 "no manifest: fetch every object under --source=s3://BUCKET/PREFIX/, "
+	 "named by its key after PREFIX/ (keys ending in '/', folder markers, "
+	 "are skipped; a key that is no valid file name stops the run with "
+	 "exit 2). A listing has sizes only: files are length-checked, not "
+	 "digest-checked, and the report says so. In a job file list=1"},
+	{"source", 0, "BASEURL", OPT_URL, J(source), NULL,
+	 "none, required unless --pegasus", 0,
 	 0, NULL,
 	 "base URL; each file is fetched from BASEURL/NAME unless its entry has "
-	 "a \"url\" or \"urls\""},
+	 "a \"url\" or \"urls\". s3://BUCKET/PREFIX names objects PREFIX/NAME "
+	 "(see the S3 options)"},
 	{"dest", 0, "DIR", OPT_STR, J(dest), NULL, "none, required", 0, 0, NULL,
 	 "destination directory, created if missing"},
+	{"pegasus", 0, "URL", OPT_URL, J(pegasus), NULL, "none", 0, 0, NULL,
+	 "instead of manifest and source: an Apache Pegasus bulk-load app at "
+	 "URL (ROOT/CLUSTER/APP). Reads URL/bulk_load_info and each "
+	 "partition's URL/PIDX/bulk_load_metadata (at most manifest_max bytes; "
+	 "its md5 digests are what verify=auto checks), then fetches each "
+	 "partition into DEST/PIDX as a generation of its own, all of them at "
+	 "once on the job's engine"},
+	{"partitions", 0, "LIST", OPT_STR, J(partitions), NULL, "all", 0, 0,
+	 NULL,
+	 "with --pegasus: the partitions to fetch, as 0-7 or 0,2,5-6; one "
+	 "past bulk_load_info's partition_count stops the run with exit 2"},
 	{"parallel", 0, "N", OPT_UINT, J(parallel), "16", NULL, 1, PARALLEL_MAX,
 	 NULL, "transfers at once: files, and the streams of split files"},
 	{"iodepth", 0, "N", OPT_UINT, J(iodepth), "256", NULL, 8, 32768, NULL,
@@ -118,9 +162,10 @@ const struct opt_def opt_table[] = {
 	 "fdatasync each file before its rename and fsync the directory after"},
 	{"verify", 0, "KIND", OPT_CHOICE, J(verify), "auto", NULL, 0, 0,
 	 verify_choices,
-	 "digest to check: auto takes each entry's xxh3, else its xxh128; xxh3 "
-	 "or xxh128 require that digest in every entry; none checks lengths "
-	 "only"},
+	 "digest to check: auto takes each entry's xxh3, else its xxh128, "
+	 "else its md5 (so a Pegasus bulk_load_metadata verifies by MD5); "
+	 "xxh3, xxh128 or md5 require that digest in every entry; none checks "
+	 "lengths only"},
 	{"retries", 0, "N", OPT_UINT, J(retries), "3", NULL, 0, 1000, NULL,
 	 "retries per file after a transient failure (connection, timeout, "
 	 "HTTP 408/429/5xx), resuming where the transfer stopped; 0: none"},
@@ -132,8 +177,19 @@ const struct opt_def opt_table[] = {
 	{"protocols", 0, "LIST", OPT_STR, J(protocols), NULL,
 	 "the source's own scheme", 0, 0, NULL,
 	 "URL schemes an entry's own \"url\" or \"urls\" may use, "
-	 "comma-separated from http, https, file, or all (as curl's --proto); "
+	 "comma-separated from http, https, file, s3, or all (as curl's --proto); "
 	 "an entry naming another is refused with exit 2"},
+	/* As curl's --cacert and --capath; libcurl does not read
+	 * CURL_CA_BUNDLE, so only these reach a private CA. */
+	{"cacert", 0, "FILE", OPT_FILE, J(cacert), NULL, "system CA store", 0, 0,
+	 NULL,
+	 "PEM file of the CAs an https origin's certificate may chain to, as "
+	 "curl's --cacert: for a store with a private CA (CURL_CA_BUNDLE is "
+	 "not read)"},
+	{"capath", 0, "DIR", OPT_DIR, J(capath), NULL, "system CA store", 0, 0,
+	 NULL,
+	 "directory of CA certificates named by their subject hash (openssl "
+	 "rehash, c_rehash), as curl's --capath"},
 	{"existing", 0, "MODE", OPT_CHOICE, J(existing), "trust", NULL, 0, 0,
 	 existing_choices,
 	 "a file already in dest: trust skips it when the record sstfetch "
@@ -167,6 +223,39 @@ const struct opt_def opt_table[] = {
 	 * cannot take, naming the field. */
 	{"split_min", 0, "SIZE", OPT_SIZE, J(split_min), "64m", NULL, 1,
 	 16 * TiB, NULL, "files shorter than this are fetched over one stream"},
+	/* S3: the AWS CLI's order, option > environment > profile (aws.h). */
+	{"s3_endpoint", 0, "URL", OPT_STR, J(s3_endpoint), NULL,
+	 "AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else the profile's "
+	 "endpoint_url, else AWS (https://s3.REGION.amazonaws.com)", 0, 0, NULL,
+	 "base URL of an S3-compatible store (MinIO, Ceph RGW, ...): "
+	 "http://HOST[:PORT] or https://HOST[:PORT], no path (with --cacert "
+	 "for a private CA)"},
+	{"region", 0, "REGION", OPT_STR, J(region), NULL,
+	 "AWS_REGION, else AWS_DEFAULT_REGION, else the profile's region, "
+	 "else us-east-1", 0, 0, NULL, "region requests are signed for"},
+	{"s3_addressing", 0, "STYLE", OPT_CHOICE, J(s3_addressing),
+	 NULL, "the profile's s3 addressing_style, else auto", 0, 0,
+	 s3_addressing_choices,
+	 "path: ENDPOINT/BUCKET/KEY; virtual: BUCKET.HOST/KEY; auto: path with "
+	 "an endpoint, virtual on AWS"},
+	{"profile", 0, "NAME", OPT_STR, J(profile), NULL,
+	 "AWS_PROFILE, else default", 0, 0, NULL,
+	 "AWS profile of ~/.aws/credentials ([NAME]) and ~/.aws/config "
+	 "([profile NAME]), or of AWS_SHARED_CREDENTIALS_FILE and "
+	 "AWS_CONFIG_FILE; named here, its credentials win over the "
+	 "environment's, as in the AWS CLI"},
+	{"access_key_id", 0, "ID", OPT_STR, J(access_key_id), NULL,
+	 "AWS_ACCESS_KEY_ID, else the profile's; none at all: anonymous "
+	 "(unsigned) requests, which public buckets answer", 0, 0, NULL,
+	 "access key id requests are signed with; needs secret_access_key"},
+	{"secret_access_key", 0, "KEY", OPT_SECRET, J(secret_access_key), NULL,
+	 "AWS_SECRET_ACCESS_KEY, else the profile's", 0, 0, NULL,
+	 "secret key of access_key_id. Visible to every user in ps on the "
+	 "command line: prefer AWS_SECRET_ACCESS_KEY, a profile, or a job "
+	 "file only you can read. Never printed"},
+	{"session_token", 0, "TOKEN", OPT_SECRET, J(session_token), NULL,
+	 "AWS_SESSION_TOKEN, else the profile's; none", 0, 0, NULL,
+	 "session token of temporary credentials; never printed"},
 	{"loops", 0, "N", OPT_UINT, J(loops), "1", NULL, 1, 1000000, NULL,
 	 "run the job N times; before each run after the first, the files the "
 	 "manifest names are removed from the destination"},
@@ -193,6 +282,15 @@ const struct opt_def opt_table[] = {
 	 "from"},
 	{"seed", 0, "S", OPT_UINT, C(seed), "0", NULL, 0, UINT64_MAX, NULL,
 	 "with --gen-dataset: the same seed gives the same sizes and bytes"},
+	{"layout", 0, "LAYOUT", OPT_CHOICE, C(layout), "flat", NULL, 0, 0,
+	 layout_choices,
+	 "with --gen-dataset: flat writes the files and DIR/manifest.json; "
+	 "pegasus writes an Apache Pegasus bulk-load app instead: "
+	 "partition_count directories DIR/PIDX of nrfiles files each, named "
+	 "1.sst on, each with its bulk_load_metadata (md5 digests), and "
+	 "DIR/bulk_load_info (app_id 1, app_name DIR's last component)"},
+	{"partition_count", 0, "N", OPT_UINT, C(partition_count), "4", NULL, 1,
+	 65536, NULL, "with --layout=pegasus: number of partitions"},
 	{"help", 'h', NULL, OPT_FLAG, C(help), NULL, NULL, 0, 0, NULL,
 	 "print this help and exit"},
 	{"version", 'V', NULL, OPT_FLAG, C(version), NULL, NULL, 0, 0, NULL,
@@ -295,7 +393,11 @@ static void describe(const struct opt_def *o, char *buf, size_t len)
 		snprintf(buf, len, "a non-empty %s", o->metavar);
 		return;
 	case OPT_URL:
-		snprintf(buf, len, "a URL starting with http://, https:// or file://");
+		snprintf(buf, len,
+		         "a URL starting with http://, https://, file:// or s3://");
+		return;
+	case OPT_SECRET:
+		snprintf(buf, len, "a non-empty %s", o->metavar);
 		return;
 	case OPT_UINT:
 		snprintf(buf, len, "a decimal integer from %" PRIu64 " to %" PRIu64,
@@ -331,7 +433,13 @@ static void describe(const struct opt_def *o, char *buf, size_t len)
 			              c == o->choices ? "" : ",", c->text);
 		return;
 	case OPT_FLAG:
-		snprintf(buf, len, "no value");
+		snprintf(buf, len, "no value (1 or 0 in a job file)");
+		return;
+	case OPT_FILE:
+		snprintf(buf, len, "an existing, readable file");
+		return;
+	case OPT_DIR:
+		snprintf(buf, len, "an existing, readable directory");
 		return;
 	case OPT_UNSUPPORTED:
 		snprintf(buf, len, "nothing: not supported yet");
@@ -345,7 +453,9 @@ static int bad_value(const struct opt_def *o, const char *value,
 {
 	char form[256];
 	describe(o, form, sizeof(form));
-	fprintf(stderr, PROG ": %s=%s: expected %s\n", where, value, form);
+	/* A secret is never printed, not even a wrong one. */
+	fprintf(stderr, PROG ": %s=%s: expected %s\n", where,
+	        o->kind == OPT_SECRET && *value ? "(hidden)" : value, form);
 	return -1;
 }
 
@@ -363,8 +473,14 @@ int opt_set(const struct opt_def *o, const char *value, struct job_opts *job,
 		return -1;
 	}
 	if (o->kind == OPT_FLAG) {
+		/* The command line gives no value; a job file key=1 or key=0. */
+		int on = 1;
+		if (value && strcmp(value, "0") == 0)
+			on = 0;
+		else if (value && strcmp(value, "1") != 0)
+			return bad_value(o, value, where);
 		if (field)
-			*(int *)field = 1;
+			*(int *)field = on;
 		return 0;
 	}
 	if (!value) {
@@ -375,14 +491,43 @@ int opt_set(const struct opt_def *o, const char *value, struct job_opts *job,
 	}
 
 	switch (o->kind) {
+	case OPT_FILE:
+	case OPT_DIR: {
+		/* Checked here, so that a mistyped path stops the run with
+		 * exit 2 naming the option, before any job starts. */
+		struct stat st;
+		const char *why = NULL;
+		if (!*value)
+			return bad_value(o, value, where);
+		if (stat(value, &st) != 0)
+			why = strerror(errno);
+		else if (o->kind == OPT_FILE && S_ISDIR(st.st_mode))
+			why = "is a directory";
+		else if (o->kind == OPT_DIR && !S_ISDIR(st.st_mode))
+			why = "not a directory";
+		else if (access(value, o->kind == OPT_DIR ? R_OK | X_OK : R_OK) != 0)
+			why = strerror(errno);
+		if (why) {
+			char form[256];
+			describe(o, form, sizeof(form));
+			fprintf(stderr, PROG ": %s=%s: %s; expected %s\n", where, value,
+			        why, form);
+			return -1;
+		}
+		if (field)
+			*(const char **)field = value;
+		return 0;
+	}
 	case OPT_NAME:
 	case OPT_STR:
 	case OPT_URL:
+	case OPT_SECRET:
 		if (!*value)
 			return bad_value(o, value, where);
 		if (o->kind == OPT_URL && strncasecmp(value, "http://", 7) != 0 &&
 		    strncasecmp(value, "https://", 8) != 0 &&
-		    strncasecmp(value, "file://", 7) != 0)
+		    strncasecmp(value, "file://", 7) != 0 &&
+		    strncasecmp(value, "s3://", 5) != 0)
 			return bad_value(o, value, where);
 		if (field)
 			*(const char **)field = value;
@@ -481,10 +626,18 @@ int opt_format(const struct opt_def *o, const struct job_opts *job, char *buf,
 	switch (o->kind) {
 	case OPT_NAME:
 	case OPT_STR:
-	case OPT_URL: {
+	case OPT_URL:
+	case OPT_FILE:
+	case OPT_DIR: {
 		const char *s = *(const char *const *)field;
 		return snprintf(buf, len, "%s", s ? s : "");
 	}
+	case OPT_SECRET:
+		/* Whether it is set, never what it is. */
+		return snprintf(buf, len, "%s",
+		                *(const char *const *)field ? "(set)" : "");
+	case OPT_FLAG:
+		return snprintf(buf, len, "%d", *(const int *)field);
 	case OPT_UINT:
 	case OPT_PERCENT:
 	case OPT_TIME:
@@ -496,9 +649,10 @@ int opt_format(const struct opt_def *o, const struct job_opts *job, char *buf,
 			if (c->value == *(const int *)field)
 				return snprintf(buf, len, "%s", c->text);
 		}
-		return snprintf(buf, len, "?");
+		/* Unset (--s3_addressing: the profile's, else auto), as an
+		 * unset string prints. */
+		return snprintf(buf, len, "%s", "");
 	case OPT_SIZE_RANGE:
-	case OPT_FLAG:
 	case OPT_UNSUPPORTED:
 		break;
 	}
@@ -688,7 +842,8 @@ static void usage_row(FILE *out, const struct opt_def *o)
 	/* The metavar says enough for strings and choices. */
 	if (o->kind != OPT_FLAG && o->kind != OPT_UNSUPPORTED &&
 	    o->kind != OPT_CHOICE && o->kind != OPT_STR && o->kind != OPT_NAME &&
-	    n >= 0 && (size_t)n < sizeof(text)) {
+	    o->kind != OPT_SECRET &&
+	    o->kind != OPT_FILE && o->kind != OPT_DIR && n >= 0 && (size_t)n < sizeof(text)) {
 		describe(o, form, sizeof(form));
 		form[0] = (char)(form[0] == 'a' ? 'A' : form[0]);
 		n += snprintf(text + n, sizeof(text) - (size_t)n, " %s.", form);
@@ -711,8 +866,13 @@ void opt_usage(FILE *out)
 	        "Usage: " PROG " [OPTION]... [JOBFILE]...\n"
 	        "       " PROG " --manifest=FILE --source=BASEURL --dest=DIR "
 	        "[OPTION]...\n"
+	        "       " PROG " --list --source=s3://BUCKET/PREFIX/ --dest=DIR "
+	        "[OPTION]...\n"
+	        "       " PROG " --pegasus=URL [--partitions=LIST] --dest=DIR "
+	        "[OPTION]...\n"
 	        "       " PROG " --gen-dataset=DIR --nrfiles=N "
-	        "--filesize=SIZE|MIN:MAX [--seed=S]\n\n"
+	        "--filesize=SIZE|MIN:MAX [--seed=S]\n"
+	        "                [--layout=pegasus --partition_count=N]\n\n"
 	        "Fetch the files manifests list, as jobs, the way fio runs I/O "
 	        "jobs. Each file is\nverified with xxHash while it streams and "
 	        "appears under its name only once\nverified. Jobs run one after "

@@ -46,6 +46,8 @@ enum eta_mode {
 	ETA_NEVER,
 };
 
+struct sstf_s3_config;
+
 /*
  * One job's settings. Strings point into argv or into a job set's string
  * store (jobfile.h) and are never freed through this struct.
@@ -55,6 +57,9 @@ struct job_opts {
 	const char *manifest;
 	const char *source;
 	const char *dest;
+	const char *pegasus;    /* URL of a Pegasus bulk-load app (pegasus.h),
+	                           instead of manifest and source */
+	const char *partitions; /* its partitions to fetch; NULL: all */
 	uint64_t parallel;  /* -> sstf_config.max_transfers */
 	uint64_t iodepth;   /* -> ring_depth */
 	uint64_t bs;        /* -> buf_size */
@@ -68,6 +73,20 @@ struct job_opts {
 	uint64_t stall_rate; /* -> low_speed_bytes */
 	uint64_t stall_time; /* seconds -> low_speed_time_s */
 	const char *protocols; /* -> sstf_batch.protocols; NULL: the source's */
+	/* S3 (aws.h says where each comes from when unset). Not read unless
+	 * some URL of the job is s3://. */
+	int list;                /* the manifest is the listing of source */
+	uint64_t manifest_max;   /* largest manifest fetched from a URL */
+	const char *s3_endpoint; /* NULL: the environment, the profile, AWS */
+	const char *region;
+	int s3_addressing;       /* enum s3_addressing_opt */
+	const char *profile;     /* NULL: AWS_PROFILE, else "default" */
+	const char *access_key_id;
+	const char *secret_access_key; /* OPT_SECRET: never printed */
+	const char *session_token;     /* OPT_SECRET */
+	/* Not an option: aws_resolve()'s settings, which job_engine_config()
+	 * hands the engine; NULL when no URL of the job is s3://. */
+	const struct sstf_s3_config *s3;
 	int existing;       /* enum sstf_existing */
 	int resume;         /* enum sstf_switch */
 	uint64_t checkpoint; /* -> checkpoint_bytes */
@@ -77,6 +96,16 @@ struct job_opts {
 	uint64_t split;     /* -> sstf_config.split */
 	uint64_t split_min; /* -> split_min */
 	uint64_t rate;      /* bytes/s -> rate; 0: none */
+	const char *cacert; /* -> sstf_config.ca_file; NULL: the system store */
+	const char *capath; /* -> ca_path; NULL: none */
+};
+
+/* --s3_addressing; UNSET: the profile's addressing_style, else auto. */
+enum s3_addressing_opt {
+	S3_ADDRESSING_UNSET,
+	S3_ADDRESSING_AUTO,
+	S3_ADDRESSING_PATH,
+	S3_ADDRESSING_VIRTUAL,
 };
 
 /* A lower and upper bound, as --filesize=MIN:MAX gives them. */
@@ -93,6 +122,8 @@ struct cli_opts {
 	uint64_t nrfiles;
 	struct size_range filesize;
 	uint64_t seed;
+	int layout;          /* enum dataset_layout */
+	uint64_t partition_count; /* partitions of --layout=pegasus */
 	int help;
 	int version;
 };
@@ -100,7 +131,9 @@ struct cli_opts {
 enum opt_kind {
 	OPT_NAME,        /* --name: starts a job */
 	OPT_STR,         /* a non-empty string */
-	OPT_URL,         /* http://, https:// or file:// */
+	OPT_URL,         /* http://, https://, file:// or s3:// */
+	OPT_SECRET,      /* OPT_STR never printed back: opt_format() gives
+	                    "(set)", messages never show it */
 	OPT_UINT,        /* a decimal integer in [min, max] */
 	OPT_SIZE,        /* an integer with an optional fio size suffix */
 	OPT_SIZE_POW2,   /* OPT_SIZE that must be a power of two */
@@ -108,7 +141,12 @@ enum opt_kind {
 	OPT_PERCENT,     /* an integer in [min, max], with an optional '%' */
 	OPT_TIME,        /* seconds in [min, max], with an optional s, m or h */
 	OPT_CHOICE,      /* one of `choices` */
-	OPT_FLAG,        /* no value: sets an int to 1 */
+	OPT_FLAG,        /* no value: sets an int to 1; in a job file
+	                    key=1 or key=0 */
+	OPT_FILE,        /* OPT_STR naming a readable file that is not a
+	                    directory, checked when parsed */
+	OPT_DIR,         /* OPT_STR naming a readable directory, checked
+	                    when parsed */
 	OPT_UNSUPPORTED, /* refused with "not supported yet" */
 };
 

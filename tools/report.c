@@ -63,6 +63,9 @@ void report_free(struct job_report *r)
 		free(r->failures[i].mirror_bytes);
 	}
 	r->nfailures = 0;
+	free(r->parts);
+	r->parts = NULL;
+	r->nparts = 0;
 }
 
 static double seconds(const struct job_report *r)
@@ -169,6 +172,10 @@ static void print_job_normal(FILE *out, const struct job_report *r)
 	if (r->error)
 		fprintf(out, "  error  : %s%s\n", sstf_strerror(r->error),
 		        r->interrupted ? " (interrupted)" : "");
+	if (r->s3)
+		fprintf(out, "  s3     : %s; region %s, endpoint %s, addressing %s\n",
+		        r->s3->credentials, r->s3->region,
+		        r->s3->endpoint[0] ? r->s3->endpoint : "AWS", r->s3->addressing);
 	fprintf(out,
 	        "  files  : ok=%" PRIu64 ", skipped=%" PRIu64 ", failed=%" PRIu64
 	        ", unfinished=%" PRIu64 ", total=%" PRIu64 " (loops=%" PRIu64 ")\n",
@@ -182,6 +189,18 @@ static void print_job_normal(FILE *out, const struct job_report *r)
 		        " files skipped as verified, %" PRIu64 " resumed from a "
 		        "checkpoint\n",
 		        pb, r->files_skipped, r->files_resumed);
+	}
+	/* --pegasus: one line per partition, counted as the files line. */
+	for (size_t k = 0; k < r->nparts; k++) {
+		const struct part_report *p = &r->parts[k];
+		char sz[32], pio[32];
+		report_human((double)p->size, 1, "B", sz, sizeof(sz));
+		report_human((double)p->io_bytes, 1, "B", pio, sizeof(pio));
+		fprintf(out,
+		        "  part %-3u: ok=%" PRIu64 ", skipped=%" PRIu64 ", failed=%" PRIu64
+		        ", unfinished=%" PRIu64 ", total=%" PRIu64 "; size=%s, io=%s\n",
+		        p->partition, p->files_ok, p->files_skipped, p->files_failed,
+		        p->files_unfinished, p->files_total, sz, pio);
 	}
 
 	double s = seconds(r);
@@ -208,8 +227,14 @@ static void print_job_normal(FILE *out, const struct job_report *r)
 		fprintf(out, "\n");
 	}
 	human_pair((double)r->verify_bytes, "B", io, sizeof(io));
-	fprintf(out, "  verify : bytes=%s, errors=%" PRIu64 "\n", io,
-	        r->verify_errors);
+	fprintf(out, "  verify : bytes=%s, errors=%" PRIu64 "%s\n", io,
+	        r->verify_errors,
+	        !r->verified || strcmp(r->verified, "digest") == 0
+	                ? ""
+	        : strcmp(r->verified, "length") == 0
+	                ? ", length only: files were length-checked, not "
+	                  "digest-checked (no digests)"
+	                : ", some files length-checked only (no digest)");
 	report_human((double)(r->peak_buffers * r->buf_size), 1, "B", io, sizeof(io));
 	report_human((double)r->buf_size, 1, "B", tmp, sizeof(tmp));
 	fprintf(out,
@@ -406,6 +431,20 @@ static json_t *job_json(const struct job_report *r)
 	set(ver, "bytes", jint(r->verify_bytes));
 	set(ver, "errors", jint(r->verify_errors));
 	set(j, "verify", ver);
+	/* "digest", "length" (no digests: sizes only) or "mixed". */
+	if (r->verified)
+		set(j, "verified", json_string(r->verified));
+	if (r->s3) {
+		json_t *s3 = json_object();
+		if (s3) {
+			set(s3, "credentials", json_string(r->s3->credentials));
+			set(s3, "signed", json_boolean(r->s3->signed_requests));
+			set(s3, "region", json_string(r->s3->region));
+			set(s3, "endpoint", json_string(r->s3->endpoint));
+			set(s3, "addressing", json_string(r->s3->addressing));
+			set(j, "s3", s3);
+		}
+	}
 
 	set(j, "cancels", jint(r->cancels));
 	set(j, "stale_completions", jint(r->stale_completions));
@@ -430,6 +469,33 @@ static json_t *job_json(const struct job_report *r)
 	}
 	set(j, "failures", fails);
 	set(j, "failures_unlisted", jint(r->failures_unlisted));
+
+	/* --pegasus: one object per partition, its files counted as the
+	 * job's "files" and its bytes as "write"'s. */
+	if (r->parts) {
+		json_t *parts = json_array();
+		for (size_t k = 0; parts && k < r->nparts; k++) {
+			const struct part_report *p = &r->parts[k];
+			json_t *e = json_object(), *pf = json_object();
+			if (!e || !pf) {
+				json_decref(e);
+				json_decref(pf);
+				break;
+			}
+			set(e, "partition", jint(p->partition));
+			set(pf, "ok", jint(p->files_ok));
+			set(pf, "failed", jint(p->files_failed));
+			set(pf, "skipped", jint(p->files_skipped));
+			set(pf, "unfinished", jint(p->files_unfinished));
+			set(pf, "total", jint(p->files_total));
+			set(e, "files", pf);
+			set(e, "size", jint(p->size));
+			set(e, "io_bytes", jint(p->io_bytes));
+			set(e, "present_bytes", jint(p->present_bytes));
+			json_array_append_new(parts, e);
+		}
+		set(j, "partitions", parts);
+	}
 	return j;
 }
 

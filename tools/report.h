@@ -33,6 +33,10 @@
  *     than one URL ("urls" in the manifest); none when no file has. Bytes
  *     of files that never reached an end (cancelled) are not in it, so it
  *     may add up to less than io_bytes.
+ *   - partitions (--pegasus jobs only): per partition, its files counted
+ *     as the job's are, the bytes its metadata lists, and io_bytes and
+ *     present_bytes of its generations; they add up to the job's counts
+ *     and bytes. A failed file is named "PIDX/NAME".
  *   - failures: the first REPORT_MAX_FAILURES failed or unfinished files,
  *     each with its error, detail, streams and, when it has more than one
  *     URL, the bytes each served. There is no list of the files that did
@@ -92,6 +96,27 @@ struct failure {
 	                           order; NULL when nmirrors is 0 */
 };
 
+/* How a job talks to S3, for the report: where its settings came from,
+ * never a secret (aws.h fills it). */
+struct report_s3 {
+	const char *credentials; /* "from the environment (...)", or
+	                            "anonymous (no credentials found ...)" */
+	int signed_requests;     /* 0: anonymous requests */
+	const char *region;
+	const char *endpoint;    /* "": AWS's own */
+	const char *addressing;  /* "path" or "virtual", with why when
+	                            --s3_addressing=auto chose it */
+};
+
+/* One partition of a --pegasus job (pegasus.h), counted as the job is. */
+struct part_report {
+	unsigned partition;
+	uint64_t files_ok, files_failed, files_skipped, files_total;
+	uint64_t files_unfinished;
+	uint64_t size;      /* bytes its bulk_load_metadata lists */
+	uint64_t io_bytes, present_bytes;
+};
+
 /* Failures past this many are counted, not listed. */
 #define REPORT_MAX_FAILURES 100
 
@@ -116,6 +141,15 @@ struct job_report {
 	struct lat_summary clat, ttfb;
 	struct failure failures[REPORT_MAX_FAILURES];
 	size_t nfailures, failures_unlisted;
+	/* What the files were checked against: "digest" (every file had a
+	 * digest), "length" (none had: a --list of S3, or verify=none), or
+	 * "mixed". NULL: not known (the job could not start). */
+	const char *verified;
+	const struct report_s3 *s3; /* NULL: no URL of the job is s3:// */
+	/* --pegasus: one per partition fetched, ascending (malloc'd, freed
+	 * by report_free()); NULL and 0 for other jobs. */
+	struct part_report *parts;
+	size_t nparts;
 };
 
 /*

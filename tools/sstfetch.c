@@ -27,11 +27,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aws.h"
 #include "dataset.h"
 #include "job.h"
 #include "jobfile.h"
 #include "manifest.h"
 #include "options.h"
+#include "pegasus.h"
+#include "remote.h"
 #include "report.h"
 #include "sstfetch.h"
 
@@ -139,13 +142,36 @@ static int check_job_opts(const struct job_opts *o)
 	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
 		const char *v = *(const char *const *)(const void *)
 			((const char *)o + required[i].offset);
-		if (!v) {
+		/* --list makes the manifest from the source; --pegasus
+		 * both from its partitions' metadata. */
+		if (!v && !(o->list && i == 0) && !(o->pegasus && i < 2)) {
 			const struct opt_def *d = opt_find(required[i].name);
 			fprintf(stderr,
 			        PROG ": job '%s': missing --%s=%s (%s= in a job file)\n",
 			        o->name, d->name, d->metavar, d->name);
 			bad = 1;
 		}
+	}
+	if (pegasus_check_opts(o))
+		bad = 1;
+	if (o->list && o->manifest) {
+		fprintf(stderr, PROG ": job '%s': --list makes the manifest from the "
+		        "source's listing; give --list or --manifest, not both\n", o->name);
+		bad = 1;
+	}
+	if (o->list && o->source && !aws_is_s3(o->source)) {
+		fprintf(stderr, PROG ": job '%s': --list needs an S3 source "
+		        "(--source=s3://BUCKET/PREFIX/), not %s\n", o->name, o->source);
+		bad = 1;
+	}
+	if (o->list && o->verify != MANIFEST_VERIFY_AUTO && o->verify != MANIFEST_VERIFY_NONE) {
+		const struct opt_def *d = opt_find("verify");
+		char v[32];
+		opt_format(d, o, v, sizeof(v));
+		fprintf(stderr, PROG ": job '%s': --verify=%s: an S3 listing has sizes "
+		        "only, no digests; with --list give verify=auto or none (files "
+		        "are length-checked)\n", o->name, v);
+		bad = 1;
 	}
 	struct stat st;
 	if (o->dest && stat(o->dest, &st) == 0 && !S_ISDIR(st.st_mode)) {
@@ -195,19 +221,67 @@ static int check_job_opts(const struct job_opts *o)
 	return bad ? EXIT_USAGE : 0;
 }
 
+/* The job's S3 settings (aws.h), made once; 0 or EXIT_USAGE. */
+static int resolve_s3(struct job *j)
+{
+	if (j->aws)
+		return 0;
+	if (aws_resolve(&j->o, &j->aws))
+		return EXIT_USAGE;
+	j->o.s3 = &j->aws->cfg;
+	return 0;
+}
+
+/* Whether an entry of m names an s3:// URL of its own. */
+static int entries_use_s3(const struct manifest *m)
+{
+	for (size_t i = 0; i < m->nfiles; i++) {
+		const struct sstf_file *f = &m->files[i];
+		if (aws_is_s3(f->url))
+			return 1;
+		for (size_t k = 0; k < f->nurls; k++) {
+			if (aws_is_s3(f->urls[k]))
+				return 1;
+		}
+	}
+	return 0;
+}
+
 /*
  * Loads a job's manifest and runs the engine's own entry checks on it
  * (sstf_check_batch(), the code sstf_submit() runs), so that "../x" or
- * "/etc/x" stops the run with exit 2 before any job starts.
+ * "/etc/x" stops the run with exit 2 before any job starts. The manifest
+ * is a file, a URL fetched first, or the listing of an S3 source
+ * (--list); S3 settings are resolved once some URL of the job is s3://.
  */
 static int load_job(struct job *j)
 {
 	char err[1024];
-	if (manifest_load(j->o.manifest, (enum manifest_verify)j->o.verify,
-	                  &j->m, err, sizeof(err))) {
+	if (j->o.pegasus) {
+		/* Each partition's batch is checked there too. */
+		if (aws_is_s3(j->o.pegasus) && resolve_s3(j))
+			return EXIT_USAGE;
+		struct sstf_config pcfg = job_engine_config(&j->o);
+		return pegasus_load(&j->o, &pcfg, &j->peg) ? EXIT_USAGE : 0;
+	}
+	/* Credentials are looked for only when an S3 URL needs them: the
+	 * source's, the manifest's, or (below) an entry's. */
+	if ((aws_is_s3(j->o.source) || aws_is_s3(j->o.manifest)) && resolve_s3(j))
+		return EXIT_USAGE;
+	struct sstf_config cfg = job_engine_config(&j->o);
+	if (j->o.list) {
+		if (remote_list(&j->o, &cfg, &j->m))
+			return EXIT_USAGE;
+	} else if (remote_is_url(j->o.manifest)) {
+		if (remote_manifest(&j->o, &cfg, (enum manifest_verify)j->o.verify, &j->m))
+			return EXIT_USAGE;
+	} else if (manifest_load(j->o.manifest, (enum manifest_verify)j->o.verify,
+	                         &j->m, err, sizeof(err))) {
 		fprintf(stderr, PROG ": job '%s': %s\n", j->o.name, err);
 		return EXIT_USAGE;
 	}
+	if (!j->aws && entries_use_s3(j->m) && resolve_s3(j))
+		return EXIT_USAGE;
 	struct sstf_batch batch = {
 		.dest_dir = j->o.dest,
 		.files = j->m->files,
@@ -222,10 +296,22 @@ static int load_job(struct job *j)
 	err[0] = '\0';
 	int rc = sstf_check_batch(&batch);
 	if (rc) {
+		char listed[600];
+		if (j->o.list) {
+			char *u = remote_list_url(j->o.source);
+			snprintf(listed, sizeof(listed), "--list %s", u ? u : j->o.source);
+			free(u);
+		}
 		fprintf(stderr, PROG ": job '%s': %s: %s%s%s%s\n", j->o.name,
-		        j->o.protocols && rc == -EINVAL ? "--protocols" : j->o.manifest,
+		        j->o.protocols && rc == -EINVAL ? "--protocols"
+		        : j->o.list                     ? listed
+		                                        : j->o.manifest,
 		        sstf_strerror(rc), err[0] ? ": " : "", err,
-		        rc == -SSTF_EBADURL ? " (--protocols allows more schemes)" : "");
+		        rc == -SSTF_EBADURL ? " (--protocols allows more schemes)"
+		        : j->o.list ? " (each key under the prefix becomes a file name: "
+		                      "rename or move that object, or list a narrower "
+		                      "prefix)"
+		                    : "");
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -244,6 +330,11 @@ static int gen_dataset(const struct cmdline *cl)
 		fprintf(stderr, PROG ": --gen-dataset needs --filesize=SIZE|MIN:MAX\n");
 		bad = 1;
 	}
+	if (cl->seen[opt_find("partition_count") - opt_table] &&
+	    c->layout != DATASET_PEGASUS) {
+		fprintf(stderr, PROG ": --partition_count: only with --layout=pegasus\n");
+		bad = 1;
+	}
 	if (cl->nglobals || cl->njobs || cl->njobfiles) {
 		fprintf(stderr, PROG ": --gen-dataset runs no job; give job options "
 		                "and job files in another run\n");
@@ -257,6 +348,8 @@ static int gen_dataset(const struct cmdline *cl)
 		.min_size = c->filesize.min,
 		.max_size = c->filesize.max,
 		.seed = c->seed,
+		.layout = (enum dataset_layout)c->layout,
+		.partition_count = c->partition_count,
 	};
 	return dataset_generate(&p);
 }
@@ -291,8 +384,9 @@ int main(int argc, char **argv)
 		status = gen_dataset(&cl);
 		goto done;
 	}
-	static const char *const dataset_only[] = {"nrfiles", "filesize", "seed"};
-	for (size_t i = 0; i < 3; i++) {
+	static const char *const dataset_only[] = {"nrfiles", "filesize", "seed",
+	                                           "layout", "partition_count"};
+	for (size_t i = 0; i < sizeof(dataset_only) / sizeof(dataset_only[0]); i++) {
 		if (cl.seen[opt_find(dataset_only[i]) - opt_table]) {
 			fprintf(stderr, PROG ": --%s: only with --gen-dataset=DIR\n",
 			        dataset_only[i]);
@@ -336,7 +430,7 @@ int main(int argc, char **argv)
 	st.njobs = set.njobs;
 	for (size_t i = 0; i < set.njobs; i++) {
 		st.states[i] = 'P';
-		st.bytes_total += jobs[i].m->total_size * jobs[i].o.loops;
+		st.bytes_total += job_total_size(&jobs[i]) * jobs[i].o.loops;
 	}
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -367,8 +461,11 @@ done:
 	}
 	for (size_t i = 0; reps && i < set.njobs; i++)
 		report_free(&reps[i]);
-	for (size_t i = 0; jobs && i < set.njobs; i++)
+	for (size_t i = 0; jobs && i < set.njobs; i++) {
 		manifest_free(jobs[i].m);
+		pegasus_free(jobs[i].peg);
+		aws_free(jobs[i].aws);
+	}
 	free(reps);
 	free(jobs);
 	free(st.states);
