@@ -3,13 +3,14 @@
  * (tools/manifest.c) and the engine's sstf_check_batch() on what it loads.
  *
  * Input: one mode byte, then the manifest text.
- *   bits 0-1  the verify mode: 0 auto, 1 xxh3, 2 xxh128, 3 none
- *   bits 2-7  the loader's window: 0-31 (bytes below 0x80) give
- *             MANIFEST_BUF_MIN + 16 * n bytes, 32-63 (0x80 and up) the
+ *   bits 0-2  the verify mode: 0 auto, 1 xxh3, 2 xxh128, 3 none, 4 md5;
+ *             5-7 are auto too
+ *   bits 3-7  the loader's window: 0-15 (bytes below 0x80) give
+ *             MANIFEST_BUF_MIN + 16 * n bytes, 16-31 (0x80 and up) the
  *             default MANIFEST_BUF_SIZE. Small windows run the refill
  *             and cut-value paths on small inputs.
  * The seeds in corpus/manifest/ start with a printable mode byte: ' '
- * (auto, 160-byte window), '"' (xxh128), '#' (none), '!' (xxh3).
+ * (auto, 96-byte window), '"' (xxh128), '#' (none), '!' (xxh3), '$' (md5).
  *
  * When the manifest loads, its files go to sstf_check_batch() as the tool
  * submits them: dest_dir "/tmp/x" (never touched: the check looks at no
@@ -42,9 +43,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	unsigned mode = data[0];
-	enum manifest_verify verify = (enum manifest_verify)(mode & 3);
-	unsigned sel = mode >> 2;
-	size_t window = sel < 32 ? MANIFEST_BUF_MIN + 16 * (size_t)sel
+	static const enum manifest_verify modes[8] = {
+		MANIFEST_VERIFY_AUTO, MANIFEST_VERIFY_XXH3, MANIFEST_VERIFY_XXH128,
+		MANIFEST_VERIFY_NONE, MANIFEST_VERIFY_MD5,  MANIFEST_VERIFY_AUTO,
+		MANIFEST_VERIFY_AUTO, MANIFEST_VERIFY_AUTO,
+	};
+	enum manifest_verify verify = modes[mode & 7];
+	unsigned sel = mode >> 3;
+	size_t window = sel < 16 ? MANIFEST_BUF_MIN + 16 * (size_t)sel
 	                         : MANIFEST_BUF_SIZE;
 
 	/* fmemopen() refuses a zero size on some C libraries; an empty
@@ -74,6 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const struct sstf_file *f = &m->files[i];
 		size_t want = f->digest_kind == SSTF_DIGEST_XXH3     ? 16
 		              : f->digest_kind == SSTF_DIGEST_XXH128 ? 32
+		              : f->digest_kind == SSTF_DIGEST_MD5    ? 32
 		                                                     : 0;
 		if (!f->name || !f->digest_hex || strlen(f->digest_hex) != want ||
 		    (verify == MANIFEST_VERIFY_NONE) != (want == 0))
