@@ -60,15 +60,18 @@ static void catch_signals(void)
 }
 
 /* Replays command-line job options onto a job. Values were checked when
- * the command line was parsed, so this cannot fail on them. */
-static void replay(struct job_opts *job, const struct opt_assign *v, size_t n)
+ * the command line was parsed; only a check that looks at the filesystem
+ * (--cacert, --capath) can change its mind since, and then opt_set() has
+ * said why. Returns 0 or EXIT_USAGE. */
+static int replay(struct job_opts *job, const struct opt_assign *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		char where[64];
 		snprintf(where, sizeof(where), "--%s", v[i].opt->name);
 		if (opt_set(v[i].opt, v[i].value, job, NULL, where))
-			abort(); /* checked once already: a bug */
+			return EXIT_USAGE;
 	}
+	return 0;
 }
 
 /*
@@ -89,14 +92,16 @@ static int build_jobs(const struct cmdline *cl, struct jobset *set)
 	}
 	size_t nfile = set->njobs;
 	for (size_t i = 0; i < nfile; i++)
-		replay(&set->jobs[i], cl->globals, cl->nglobals);
+		if (replay(&set->jobs[i], cl->globals, cl->nglobals))
+			return EXIT_USAGE;
 
 	for (size_t k = 0; k < cl->njobs; k++) {
 		const struct cli_job *cj = &cl->jobs[k];
 		int matched = 0;
 		for (size_t i = 0; i < nfile; i++) {
 			if (strcmp(set->jobs[i].name, cj->name) == 0) {
-				replay(&set->jobs[i], cj->v, cj->n);
+				if (replay(&set->jobs[i], cj->v, cj->n))
+					return EXIT_USAGE;
 				matched = 1;
 			}
 		}
@@ -104,8 +109,8 @@ static int build_jobs(const struct cmdline *cl, struct jobset *set)
 			continue;
 		struct job_opts job;
 		opt_defaults(&job, NULL);
-		replay(&job, cl->globals, cl->nglobals);
-		replay(&job, cj->v, cj->n);
+		if (replay(&job, cl->globals, cl->nglobals) || replay(&job, cj->v, cj->n))
+			return EXIT_USAGE;
 		job.name = cj->name;
 		if (jobset_add(set, &job)) {
 			fprintf(stderr, PROG ": out of memory\n");
@@ -116,7 +121,8 @@ static int build_jobs(const struct cmdline *cl, struct jobset *set)
 	if (set->njobs == 0 && cl->njobfiles == 0) {
 		struct job_opts job;
 		opt_defaults(&job, NULL);
-		replay(&job, cl->globals, cl->nglobals);
+		if (replay(&job, cl->globals, cl->nglobals))
+			return EXIT_USAGE;
 		job.name = IMPLICIT_JOB;
 		if (jobset_add(set, &job)) {
 			fprintf(stderr, PROG ": out of memory\n");
