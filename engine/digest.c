@@ -41,17 +41,6 @@ int sstf__digest_hexlen(enum sstf_digest_kind kind)
 	return -1;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int sstf__digest_parse(enum sstf_digest_kind kind, const char *hex,
                        struct sstf__digest *out)
 {
@@ -64,7 +53,7 @@ int sstf__digest_parse(enum sstf_digest_kind kind, const char *hex,
 	if (!hex || strlen(hex) != (size_t)n)
 		return -SSTF_EBADENTRY;
 	for (int i = 0; i < n / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = sstf__hexval(hex[2 * i]), lo = sstf__hexval(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -SSTF_EBADENTRY;
 		out->bytes[i] = (uint8_t)(hi << 4 | lo);

@@ -42,6 +42,18 @@ struct sstf__hasher {
 	bool md5_ended; /* MD5's final consumed the state; reset before use */
 };
 
+/* The value of one hex digit, either case; -1 for anything else. */
+static inline int sstf__hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* Number of hex digits of a kind's digest, 0 for NONE, -1 for unknown. */
 int sstf__digest_hexlen(enum sstf_digest_kind kind);
 

@@ -268,17 +268,6 @@ void sstf__s3_unsign(CURL *easy)
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 long sstf__pct_decode(const char *s, size_t len, char *out)
 {
 	size_t n = 0;
@@ -289,7 +278,7 @@ long sstf__pct_decode(const char *s, size_t len, char *out)
 		}
 		if (i + 2 >= len)
 			return -1;
-		int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+		int hi = sstf__hexval(s[i + 1]), lo = sstf__hexval(s[i + 2]);
 		if (hi < 0 || lo < 0)
 			return -1;
 		out[n++] = (char)(hi << 4 | lo);
@@ -357,7 +346,7 @@ int sstf__s3_url_check(const char *url, bool allow_empty_key, char *why, size_t 
 			msg = "'?' or '#' in the key: percent-encode it (%3F, %23)";
 		else {
 			for (const char *p = key; *p; p++)
-				if (*p == '%' && (hexval(p[1]) < 0 || hexval(p[2]) < 0)) {
+				if (*p == '%' && (sstf__hexval(p[1]) < 0 || sstf__hexval(p[2]) < 0)) {
 					msg = "bad percent-encoding in the key (a '%' must be "
 					      "followed by two hex digits; '%25' is a '%')";
 					break;
@@ -392,7 +381,7 @@ long sstf__s3_url(const struct sstf__s3 *s3, const char *url, const char *query,
 	for (const char *p = key; *p;) {
 		char c = *p;
 		if (c == '%') {
-			c = (char)(hexval(p[1]) << 4 | hexval(p[2]));
+			c = (char)(sstf__hexval(p[1]) << 4 | sstf__hexval(p[2]));
 			p += 3;
 		} else {
 			p++;
