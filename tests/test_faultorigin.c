@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/child.h"
 #include "support/dataset.h"
 #include "support/faultorigin.h"
 #include "support/sanitizers.h"
@@ -364,13 +365,6 @@ static unsigned count_of(const char *hay, const char *needle)
 	return k;
 }
 
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* ------------------------------------------------------------------------ */
 /* A transfer on its own thread, for faults that stop() must end            */
 
@@ -407,7 +401,7 @@ static void bg_wait_seen(struct bg *b, size_t bytes)
 		          atomic_load(&b->x.seen), curl_easy_strerror(b->x.rc), bytes);
 		cr_assert_lt(ms, GUARD_MS, "hang guard: transfer stuck at %zu bytes",
 		             atomic_load(&b->x.seen));
-		sleep_ms(1);
+		child_sleep_ms(1);
 	}
 }
 
@@ -872,11 +866,11 @@ Test(faultorigin, stop_ends_stalled_idle_and_unread_connections)
 	               "GET /000004.sst HTTP/1.1\r\n\r\n");
 	for (unsigned ms = 0; fault_origin_requests(fo, paths[F_BIG]) == 0; ms++) {
 		cr_assert_lt(ms, GUARD_MS, "hang guard: the request was not read");
-		sleep_ms(1);
+		child_sleep_ms(1);
 	}
 	for (unsigned ms = 0; fault_origin_connections(fo) < 3; ms++) {
 		cr_assert_lt(ms, GUARD_MS, "hang guard: the idle connection was not accepted");
-		sleep_ms(1);
+		child_sleep_ms(1);
 	}
 
 	/* The hang guard is the suite's timeout: stop must not wait for any of
@@ -1472,7 +1466,7 @@ Test(faultorigin, log_times_show_the_wait_between_a_503_and_its_retry)
 	cr_assert_eq(x.status, 503);
 	cr_assert_eq(x.retry_after, 1);
 	xfer_free(&x);
-	sleep_ms(1000);
+	child_sleep_ms(1000);
 	fetch_on(h, url_paths[F_SMALL], NULL, &x);
 	expect_whole(&x, F_SMALL);
 	cr_assert_eq(x.new_conns, 0, "the retry did not reuse the connection");

@@ -17,18 +17,16 @@
  */
 #include <criterion/criterion.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "support/child.h"
 #include "support/dataset.h"
 #include "support/s3server.h"
 #include "support/sanitizers.h"
@@ -145,18 +143,6 @@ static size_t collect_keys(const char *body, char **keys, size_t *n, size_t cap)
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int port_accepts(unsigned port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -459,7 +445,7 @@ Test(s3server, two_servers_and_stop_cleans_up)
 	cr_assert(ds_exists(dir));
 	s3server_stop(s2);
 	cr_assert_not(ds_exists(dir), "%s left behind", dir);
-	cr_assert_not(port_accepts(port), "port %u still accepts", port);
+	cr_assert_not(child_port_accepts(port), "port %u still accepts", port);
 	cr_assert_eq(kill(pid, 0), -1, "node %d still there", (int)pid);
 	free(dir);
 	cr_expect_eq(sanitizer_leak_check(), 0, "LeakSanitizer report above");

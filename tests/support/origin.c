@@ -4,109 +4,29 @@
  */
 #include "origin.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <dirent.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "dataset.h"
 
 #define NGINX_BIN "/usr/sbin/nginx"
 #define OPENSSL_BIN "openssl" /* from PATH */
-#define START_TRIES 8
 #define START_WAIT_MS 30000 /* a guard against a hang, not a measurement */
-#define STOP_WAIT_MS 20000
-
-/* Origins still running, stopped at exit. Only the main thread touches it. */
-#define MAX_LIVE 16
-static struct origin *live[MAX_LIVE];
-static int atexit_done;
-
-static void stop_all_at_exit(void)
-{
-	for (int i = 0; i < MAX_LIVE; i++)
-		if (live[i])
-			origin_stop(live[i]);
-}
-
-static void track(struct origin *o, int add)
-{
-	for (int i = 0; i < MAX_LIVE; i++) {
-		if (add ? live[i] == NULL : live[i] == o) {
-			live[i] = add ? o : NULL;
-			return;
-		}
-	}
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static int free_port(unsigned *port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t len = sizeof(sa);
-	int err = 0;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-		err = -errno;
-	else
-		*port = ntohs(sa.sin_port);
-	close(fd);
-	return err;
-}
-
-static int port_accepts(unsigned port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
-/* Reads a small text file into buf; "" when it cannot. */
-static void read_text(const char *path, char *buf, size_t len)
-{
-	buf[0] = '\0';
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	off_t size = lseek(fd, 0, SEEK_END);
-	off_t from = size > (off_t)len - 1 ? size - (off_t)len + 1 : 0;
-	ssize_t n = pread(fd, buf, len - 1, from);
-	buf[n > 0 ? n : 0] = '\0';
-	close(fd);
-}
 
 /* The pid nginx wrote into its pid file, or 0. */
 static pid_t pidfile_pid(const struct origin *o)
 {
 	char path[PATH_MAX], text[32];
 	snprintf(path, sizeof(path), "%s/nginx.pid", o->prefix);
-	read_text(path, text, sizeof(text));
+	child_read_tail(path, text, sizeof(text));
 	return (pid_t)strtol(text, NULL, 10);
 }
 
@@ -167,25 +87,13 @@ static int write_conf(const struct origin *o, const char *conf)
 	return err;
 }
 
-/* Waits for pid up to ms; returns 1 when reaped (status in *st), else 0. */
-static int reap(pid_t pid, unsigned ms, int *st)
-{
-	for (unsigned waited = 0;; waited += 10) {
-		pid_t r = waitpid(pid, st, WNOHANG);
-		if (r == pid || (r < 0 && errno == ECHILD))
-			return 1;
-		if (waited >= ms)
-			return 0;
-		sleep_ms(10);
-	}
-}
-
 /*
  * One attempt on o->port. Returns 0 when nginx accepts connections,
  * -EADDRINUSE when it lost the port, another -errno otherwise.
  */
-static int try_start(struct origin *o)
+static int try_start(void *arg)
 {
+	struct origin *o = arg;
 	char conf[PATH_MAX], elog[PATH_MAX], outlog[PATH_MAX];
 	snprintf(conf, sizeof(conf), "%s/nginx.conf", o->prefix);
 	snprintf(elog, sizeof(elog), "%s/error.log", o->prefix);
@@ -207,29 +115,11 @@ static int try_start(struct origin *o)
 			close(null);
 		return err;
 	}
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* Only async-signal-safe calls from here to exec. */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() != parent)
-			_exit(127);
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		dup2(null, 0);
-		dup2(out, 1);
-		dup2(out, 2);
-		close_range(3, ~0u, 0);
-		execv(NGINX_BIN, argv);
-		_exit(127);
-	}
-	err = pid < 0 ? -errno : 0;
+	pid_t pid = child_spawn(NGINX_BIN, argv, null, out, out);
 	close(out);
 	close(null);
-	if (err)
-		return err;
+	if (pid < 0)
+		return pid;
 	o->pid = pid;
 
 	for (unsigned waited = 0; waited < START_WAIT_MS; waited += 5) {
@@ -238,26 +128,24 @@ static int try_start(struct origin *o)
 		if (r == pid) {
 			o->pid = 0;
 			char text[2048];
-			read_text(elog, text, sizeof(text));
+			child_read_tail(elog, text, sizeof(text));
 			if (strstr(text, "Address already in use"))
 				return -EADDRINUSE;
 			fprintf(stderr, "origin: nginx exited (status 0x%x) at start:\n%s\n",
 			        (unsigned)st, text);
-			read_text(outlog, text, sizeof(text));
+			child_read_tail(outlog, text, sizeof(text));
 			fprintf(stderr, "%s\n", text);
 			return -ECHILD;
 		}
 		/* nginx writes its pid file after it has bound the port, so the
 		 * connection then reaches nginx and not whoever raced us. */
-		if (pidfile_pid(o) == pid && port_accepts(o->port))
+		if (pidfile_pid(o) == pid && child_port_accepts(o->port))
 			return 0;
-		sleep_ms(5);
+		child_sleep_ms(5);
 	}
 	fprintf(stderr, "origin: nginx did not accept on port %u in %d ms\n", o->port,
 	        START_WAIT_MS);
-	kill(pid, SIGKILL);
-	int st;
-	reap(pid, STOP_WAIT_MS, &st);
+	child_kill(pid);
 	o->pid = 0;
 	return -ETIMEDOUT;
 }
@@ -269,6 +157,12 @@ static void origin_free(struct origin *o)
 	free(o->cert_pem);
 	free(o->key_pem);
 	free(o);
+}
+
+/* origin_stop() for the at-exit registry. */
+static void stop_tracked(void *o)
+{
+	origin_stop(o);
 }
 
 /* origin_start(), over https when cert_pem is not NULL. */
@@ -292,14 +186,8 @@ static int start(const char *root, const char *cert_pem, const char *key_pem,
 	}
 	if (!err)
 		err = ds_mkdtemp("nginx", &o->prefix);
-	for (int i = 0; !err && i < START_TRIES; i++) {
-		err = free_port(&o->port);
-		if (!err)
-			err = try_start(o);
-		if (err != -EADDRINUSE)
-			break;
-		err = i + 1 < START_TRIES ? 0 : err;
-	}
+	if (!err)
+		err = child_on_free_port(&o->port, try_start, o);
 	if (err) {
 		if (o->prefix)
 			ds_rmtree(o->prefix);
@@ -312,11 +200,7 @@ static int start(const char *root, const char *cert_pem, const char *key_pem,
 		snprintf(o->base_url, sizeof(o->base_url), "https://localhost:%u", o->port);
 	else
 		snprintf(o->base_url, sizeof(o->base_url), "http://127.0.0.1:%u", o->port);
-	if (!atexit_done) {
-		atexit(stop_all_at_exit);
-		atexit_done = 1;
-	}
-	track(o, 1);
+	child_track(o, stop_tracked);
 	*out = o;
 	return 0;
 }
@@ -347,7 +231,7 @@ int origin_start_tls(const char *root, const char *cert_pem, const char *key_pem
 		o->log_base = count_lines(path, ORIGIN_TLS_HANDSHAKE_FAILED);
 		if (o->log_base != 0)
 			break;
-		sleep_ms(5);
+		child_sleep_ms(5);
 	}
 	if (o->log_base < 0)
 		o->log_base = 0;
@@ -384,7 +268,7 @@ int origin_log_count(const struct origin *o, const char *needle, int want,
 			n -= base;
 		if (n < 0 || n >= want || waited >= wait_ms)
 			return n;
-		sleep_ms(10);
+		child_sleep_ms(10);
 	}
 }
 
@@ -425,7 +309,7 @@ static int run_openssl(char *const *argv, const char *log)
 		return err;
 	}
 	char text[4096];
-	read_text(log, text, sizeof(text));
+	child_read_tail(log, text, sizeof(text));
 	fprintf(stderr, ": exit status 0x%x%s\n%s\n", (unsigned)st,
 	        WIFEXITED(st) && WEXITSTATUS(st) == 127 ? " (no openssl command? install openssl)"
 	                                                : "",
@@ -592,15 +476,8 @@ void origin_stop(struct origin *o)
 {
 	if (!o)
 		return;
-	track(o, 0);
-	if (o->pid > 0) {
-		int st;
-		kill(o->pid, SIGTERM);
-		if (!reap(o->pid, STOP_WAIT_MS, &st)) {
-			kill(o->pid, SIGKILL);
-			reap(o->pid, STOP_WAIT_MS, &st);
-		}
-	}
+	child_untrack(o);
+	child_stop(o->pid);
 	if (o->prefix)
 		ds_rmtree(o->prefix);
 	origin_free(o);

@@ -3,107 +3,26 @@
  */
 #include "s3server.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "dataset.h"
 
-#define START_TRIES 8
 #define START_WAIT_MS 30000 /* a guard against a hang, not a measurement */
-#define STOP_WAIT_MS 20000
 #define GUARD_MS 120000     /* hang guard of one request */
 
 /* tools/s3rver.js's exit codes. */
 #define EXIT_IN_USE 3
 #define EXIT_NO_MODULE 4
-
-/* Servers still running, stopped at exit. Only the main thread touches it. */
-#define MAX_LIVE 16
-static struct s3server *live[MAX_LIVE];
-static int atexit_done;
-
-static void stop_all_at_exit(void)
-{
-	for (int i = 0; i < MAX_LIVE; i++)
-		if (live[i])
-			s3server_stop(live[i]);
-}
-
-static void track(struct s3server *s, int add)
-{
-	for (int i = 0; i < MAX_LIVE; i++) {
-		if (add ? live[i] == NULL : live[i] == s) {
-			live[i] = add ? s : NULL;
-			return;
-		}
-	}
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static int free_port(unsigned *port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t len = sizeof(sa);
-	int err = 0;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-		err = -errno;
-	else
-		*port = ntohs(sa.sin_port);
-	close(fd);
-	return err;
-}
-
-/* Reads the tail of a small text file into buf; "" when it cannot. */
-static void read_text(const char *path, char *buf, size_t len)
-{
-	buf[0] = '\0';
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	off_t size = lseek(fd, 0, SEEK_END);
-	off_t from = size > (off_t)len - 1 ? size - (off_t)len + 1 : 0;
-	ssize_t n = pread(fd, buf, len - 1, from);
-	buf[n > 0 ? n : 0] = '\0';
-	close(fd);
-}
-
-/* Waits for pid up to ms; returns 1 when reaped (status in *st), else 0. */
-static int reap(pid_t pid, unsigned ms, int *st)
-{
-	for (unsigned waited = 0;; waited += 10) {
-		pid_t r = waitpid(pid, st, WNOHANG);
-		if (r == pid || (r < 0 && errno == ECHILD))
-			return 1;
-		if (waited >= ms)
-			return 0;
-		sleep_ms(10);
-	}
-}
 
 /* $SSTF_NODE, else the first executable "node" on PATH; malloc'd or NULL. */
 static char *find_node(void)
@@ -141,16 +60,26 @@ static void print_log(const struct s3server *s, const char *what)
 {
 	char path[PATH_MAX], text[4096];
 	snprintf(path, sizeof(path), "%s/node.log", s->dir);
-	read_text(path, text, sizeof(text));
+	child_read_tail(path, text, sizeof(text));
 	fprintf(stderr, "s3server: %s; node's stderr:\n%s\n", what, text);
 }
+
+/* What try_start() needs: the server, node's path and its argv. */
+struct start {
+	struct s3server *s;
+	const char *node;
+	char **argv;
+};
 
 /*
  * One attempt on s->port. Returns 0 when node printed "ready PORT",
  * -EADDRINUSE when it lost the port, another -errno otherwise.
  */
-static int try_start(struct s3server *s, const char *node, char **argv)
+static int try_start(void *arg)
 {
+	const struct start *a = arg;
+	struct s3server *s = a->s;
+	char **argv = a->argv;
 	char logpath[PATH_MAX], portstr[16];
 	snprintf(logpath, sizeof(logpath), "%s/node.log", s->dir);
 	snprintf(portstr, sizeof(portstr), "%u", s->port);
@@ -162,26 +91,9 @@ static int try_start(struct s3server *s, const char *node, char **argv)
 	int log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	int err = log < 0 || null < 0 ? -errno : 0;
-	pid_t parent = getpid();
-	pid_t pid = err ? -1 : fork();
-	if (pid == 0) {
-		/* Only async-signal-safe calls from here to exec. */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() != parent)
-			_exit(127);
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		dup2(null, 0);
-		dup2(pfd[1], 1);
-		dup2(log, 2);
-		close_range(3, ~0u, 0);
-		execv(node, argv);
-		_exit(127);
-	}
+	pid_t pid = err ? -1 : child_spawn(a->node, argv, null, pfd[1], log);
 	if (!err && pid < 0)
-		err = -errno;
+		err = pid;
 	close(pfd[1]);
 	if (log >= 0)
 		close(log);
@@ -229,7 +141,7 @@ static int try_start(struct s3server *s, const char *node, char **argv)
 			if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
 				/* node closed its stdout: it is exiting. */
 				int st = 0;
-				reap(pid, STOP_WAIT_MS, &st);
+				child_reap(pid, CHILD_STOP_WAIT_MS, &st);
 				s->pid = 0;
 				close(pfd[0]);
 				if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_IN_USE)
@@ -250,9 +162,7 @@ static int try_start(struct s3server *s, const char *node, char **argv)
 		}
 	}
 	close(pfd[0]);
-	kill(pid, SIGKILL);
-	int st;
-	reap(pid, STOP_WAIT_MS, &st);
+	child_kill(pid);
 	s->pid = 0;
 	return err;
 }
@@ -266,6 +176,12 @@ static void free_server(struct s3server *s)
 	free(s->dir);
 	free(s->data);
 	free(s);
+}
+
+/* s3server_stop() for the at-exit registry. */
+static void stop_tracked(void *s)
+{
+	s3server_stop(s);
 }
 
 int s3server_start(const char *const *buckets, struct s3server **out)
@@ -317,14 +233,9 @@ int s3server_start(const char *const *buckets, struct s3server **out)
 		argv[6 + 2 * i] = (char *)"--bucket";
 		argv[7 + 2 * i] = (char *)buckets[i];
 	}
-	for (int i = 0; !err && i < START_TRIES; i++) {
-		err = free_port(&s->port);
-		if (!err)
-			err = try_start(s, node, argv);
-		if (err != -EADDRINUSE)
-			break;
-		err = i + 1 < START_TRIES ? 0 : err;
-	}
+	struct start a = { s, node, argv };
+	if (!err)
+		err = child_on_free_port(&s->port, try_start, &a);
 	free(argv);
 	free(node);
 	if (err) {
@@ -333,11 +244,7 @@ int s3server_start(const char *const *buckets, struct s3server **out)
 		return err;
 	}
 	snprintf(s->endpoint, sizeof(s->endpoint), "http://127.0.0.1:%u", s->port);
-	if (!atexit_done) {
-		atexit(stop_all_at_exit);
-		atexit_done = 1;
-	}
-	track(s, 1);
+	child_track(s, stop_tracked);
 	*out = s;
 	return 0;
 }
@@ -346,20 +253,13 @@ void s3server_stop(struct s3server *s)
 {
 	if (!s)
 		return;
-	track(s, 0);
+	child_untrack(s);
 	/* The handle's connection first, so node has no client left. */
 	if (s->curl) {
 		curl_easy_cleanup(s->curl);
 		s->curl = NULL;
 	}
-	if (s->pid > 0) {
-		int st;
-		kill(s->pid, SIGTERM);
-		if (!reap(s->pid, STOP_WAIT_MS, &st)) {
-			kill(s->pid, SIGKILL);
-			reap(s->pid, STOP_WAIT_MS, &st);
-		}
-	}
+	child_stop(s->pid);
 	if (s->ready_fd >= 0)
 		close(s->ready_fd);
 	free_server(s);
