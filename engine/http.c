@@ -252,6 +252,13 @@ static int http_init(struct sstf_engine *e)
 	curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
 	curl_multi_setopt(m, CURLMOPT_TIMERDATA, e);
 	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)e->cfg.max_host_conns);
+	/* curl sizes its cache of idle connections by the handles it holds
+	 * (4 each); a stream's handle leaves the multi handle while its file
+	 * syncs and renames, so the cache shrank under small files and closed
+	 * connections the next file wanted. One per transfer and per host
+	 * connection stays within the SOCK slots (engine.c). */
+	curl_multi_setopt(m, CURLMOPT_MAXCONNECTS,
+	                  (long)(e->cfg.max_transfers + e->cfg.max_host_conns));
 	for (uint32_t i = 0; i < e->nstreams; i++) {
 		struct http_stream *h = &st->v[i];
 		CURL *c = curl_easy_init();
