@@ -493,10 +493,7 @@ static bool is_pow2(size_t v)
 	return v && !(v & (v - 1));
 }
 
-static int bad_config(char *errbuf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad_config(char *errbuf, size_t len, const char *fmt, ...)
+int sstf__bad_config(char *errbuf, size_t len, const char *fmt, ...)
 {
 	if (errbuf && len) {
 		va_list ap;
@@ -553,30 +550,30 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 
 	for (size_t k = 0; k < sizeof(c->reserved) / sizeof(c->reserved[0]); k++)
 		if (c->reserved[k])
-			return bad_config(errbuf, len,
+			return sstf__bad_config(errbuf, len,
 			                  "reserved[%zu] is not zero: zero the struct (a newer "
 			                  "header than this library?)",
 			                  k);
 	if (c->split > SSTF_MAX_SPLIT)
-		return bad_config(errbuf, len, "split=%u: from 1 to %u", c->split, SSTF_MAX_SPLIT);
+		return sstf__bad_config(errbuf, len, "split=%u: from 1 to %u", c->split, SSTF_MAX_SPLIT);
 
 	if (c->max_transfers > SSTF_MAX_TRANSFERS)
-		return bad_config(errbuf, len, "max_transfers=%u: at most %u", c->max_transfers,
+		return sstf__bad_config(errbuf, len, "max_transfers=%u: at most %u", c->max_transfers,
 		                  SSTF_MAX_TRANSFERS);
 	if (c->max_host_conns > 2 * SSTF_MAX_TRANSFERS)
-		return bad_config(errbuf, len, "max_host_conns=%u: at most %u", c->max_host_conns,
+		return sstf__bad_config(errbuf, len, "max_host_conns=%u: at most %u", c->max_host_conns,
 		                  2 * SSTF_MAX_TRANSFERS);
 	if (c->max_retries > 1000)
-		return bad_config(errbuf, len, "max_retries=%d: at most 1000", c->max_retries);
+		return sstf__bad_config(errbuf, len, "max_retries=%d: at most 1000", c->max_retries);
 	if (!is_pow2(c->buf_size) || c->buf_size < SSTF_MIN_BUF_SIZE ||
 	    c->buf_size > SSTF_MAX_BUF_SIZE)
-		return bad_config(errbuf, len,
+		return sstf__bad_config(errbuf, len,
 		                  "buf_size=%zu: a power of two from %u to %u bytes", c->buf_size,
 		                  SSTF_MIN_BUF_SIZE, SSTF_MAX_BUF_SIZE);
 	size_t nbufs = c->mem_limit / c->buf_size;
 	/* Two buffers per transfer: one filling while one is being written. */
 	if (nbufs < 2u * c->max_transfers || nbufs > SSTF_MAX_BUFFERS)
-		return bad_config(errbuf, len,
+		return sstf__bad_config(errbuf, len,
 		                  "mem_limit=%zu holds %zu buffers of %zu bytes; it must hold "
 		                  "2 per transfer (%u) and at most %u",
 		                  c->mem_limit, nbufs, c->buf_size, 2 * c->max_transfers,
@@ -585,36 +582,36 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 	 * machine's memory can only end in the OOM killer. */
 	uint64_t phys = physical_memory();
 	if (phys && c->mem_limit > phys)
-		return bad_config(errbuf, len,
+		return sstf__bad_config(errbuf, len,
 		                  "mem_limit=%zu is more than this machine's %" PRIu64
 		                  " bytes of memory",
 		                  c->mem_limit, phys);
 	if (c->checkpoint_bytes > ((uint64_t)1 << 40))
-		return bad_config(errbuf, len, "checkpoint_bytes=%" PRIu64 ": at most 1 TiB",
+		return sstf__bad_config(errbuf, len, "checkpoint_bytes=%" PRIu64 ": at most 1 TiB",
 		                  c->checkpoint_bytes);
 	/* A checkpoint falls where a buffer ends. */
 	c->checkpoint_bytes = (c->checkpoint_bytes + c->buf_size - 1) / c->buf_size * c->buf_size;
 	if (c->existing > SSTF_EXISTING_REFETCH)
-		return bad_config(errbuf, len,
+		return sstf__bad_config(errbuf, len,
 		                  "existing=%d: SSTF_EXISTING_TRUST, _REHASH or _REFETCH",
 		                  (int)c->existing);
 	if (c->admission > SSTF_OFF)
-		return bad_config(errbuf, len, "admission=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		return sstf__bad_config(errbuf, len, "admission=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
 		                  (int)c->admission);
 	if (c->resume > SSTF_OFF)
-		return bad_config(errbuf, len, "resume=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		return sstf__bad_config(errbuf, len, "resume=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
 		                  (int)c->resume);
 	if (c->ring_depth < 8 || c->ring_depth > 32768)
-		return bad_config(errbuf, len, "ring_depth=%u: from 8 to 32768", c->ring_depth);
+		return sstf__bad_config(errbuf, len, "ring_depth=%u: from 8 to 32768", c->ring_depth);
 	if (c->direct_io > SSTF_OFF)
-		return bad_config(errbuf, len, "direct_io=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		return sstf__bad_config(errbuf, len, "direct_io=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
 		                  (int)c->direct_io);
 	if (c->fsync > SSTF_OFF)
-		return bad_config(errbuf, len, "fsync=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+		return sstf__bad_config(errbuf, len, "fsync=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
 		                  (int)c->fsync);
 	const struct sstf_allocator *a = c->allocator;
 	if (a && (!a->alloc || !a->alloc_aligned || !a->free_fn))
-		return bad_config(errbuf, len, "allocator: alloc, alloc_aligned and free_fn "
+		return sstf__bad_config(errbuf, len, "allocator: alloc, alloc_aligned and free_fn "
 		                               "must all be set");
 	return sstf__net_check(c, errbuf, len);
 }

@@ -66,6 +66,11 @@ static inline uint64_t sstf__backoff_cap_ms(unsigned retries)
 	return cap < 5000u ? cap : 5000u;
 }
 
+/* Writes a configuration error (naming the field) into errbuf, which may be
+ * NULL, and returns -EINVAL; engine.c and s3.c check their fields with it. */
+int sstf__bad_config(char *errbuf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* sstf_config with every zeroed field given its default, checked, exactly
  * as sstf_engine_new() takes it (engine.c). 0 or -EINVAL and errbuf. */
 int sstf__config_resolve(struct sstf_config *c, char *errbuf, size_t len);

@@ -3,7 +3,6 @@
  * See s3.h for why the path and query go out already canonical.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,30 +14,16 @@
 
 /* An engine's (or one sstf_get()'s) S3 settings, resolved. */
 struct sstf__s3 {
-	char *scheme;    /* "http" or "https" */
-	char *host;      /* host[:port] of the endpoint */
+	char *scheme; /* "http" or "https" */
+	char *host;   /* host[:port] of the endpoint */
 	bool virtual_host;
-	char *sigv4;     /* "aws:amz:REGION:s3"; NULL: anonymous */
-	char *userpwd;   /* "KEY:SECRET"; NULL: anonymous */
+	char *sigv4;   /* "aws:amz:REGION:s3"; NULL: anonymous */
+	char *userpwd; /* "KEY:SECRET"; NULL: anonymous */
 	size_t userpwd_len;
 	struct curl_slist *headers;
 };
 
 #define AWS_DEFAULT_REGION "us-east-1"
-
-static int bad(char *errbuf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad(char *errbuf, size_t len, const char *fmt, ...)
-{
-	if (errbuf && len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(errbuf, len, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
 
 /* Length of "http://" or "https://" at the start of url, else 0. */
 static size_t web_prefix(const char *url)
@@ -57,76 +42,87 @@ int sstf__net_check(const struct sstf_config *c, char *errbuf, size_t len)
 	struct stat st;
 	if (c->ca_file) {
 		if (!*c->ca_file)
-			return bad(errbuf, len, "ca_file: empty; NULL for the system store");
+			return sstf__bad_config(errbuf, len,
+			                        "ca_file: empty; NULL for the system store");
 		if (stat(c->ca_file, &st) < 0 || access(c->ca_file, R_OK) < 0)
-			return bad(errbuf, len, "ca_file: '%.200s': %s", c->ca_file, strerror(errno));
+			return sstf__bad_config(errbuf, len, "ca_file: '%.200s': %s", c->ca_file,
+			                        strerror(errno));
 		if (S_ISDIR(st.st_mode))
-			return bad(errbuf, len,
-			           "ca_file: '%.200s' is a directory (a directory of hashed "
-			           "certificates is ca_path)",
-			           c->ca_file);
+			return sstf__bad_config(
+			    errbuf, len,
+			    "ca_file: '%.200s' is a directory (a directory of hashed "
+			    "certificates is ca_path)",
+			    c->ca_file);
 	}
 	if (c->ca_path) {
 		if (!*c->ca_path)
-			return bad(errbuf, len, "ca_path: empty; NULL for none");
+			return sstf__bad_config(errbuf, len, "ca_path: empty; NULL for none");
 		if (stat(c->ca_path, &st) < 0)
-			return bad(errbuf, len, "ca_path: '%.200s': %s", c->ca_path, strerror(errno));
+			return sstf__bad_config(errbuf, len, "ca_path: '%.200s': %s", c->ca_path,
+			                        strerror(errno));
 		if (!S_ISDIR(st.st_mode))
-			return bad(errbuf, len,
-			           "ca_path: '%.200s' is not a directory (a PEM file of CAs is "
-			           "ca_file)",
-			           c->ca_path);
+			return sstf__bad_config(
+			    errbuf, len,
+			    "ca_path: '%.200s' is not a directory (a PEM file of CAs is "
+			    "ca_file)",
+			    c->ca_path);
 	}
 	const struct sstf_s3_config *s = c->s3;
 	if (!s)
 		return 0;
 	for (size_t k = 0; k < sizeof(s->reserved) / sizeof(s->reserved[0]); k++)
 		if (s->reserved[k])
-			return bad(errbuf, len,
-			           "s3.reserved is not zero: zero the struct (a newer header "
-			           "than this library?)");
+			return sstf__bad_config(
+			    errbuf, len,
+			    "s3.reserved is not zero: zero the struct (a newer header "
+			    "than this library?)");
 	if (s->addressing > SSTF_S3_VIRTUAL)
-		return bad(errbuf, len,
-		           "s3.addressing: SSTF_S3_ADDRESSING_AUTO, SSTF_S3_PATH or "
-		           "SSTF_S3_VIRTUAL");
+		return sstf__bad_config(errbuf, len,
+		                        "s3.addressing: SSTF_S3_ADDRESSING_AUTO, SSTF_S3_PATH or "
+		                        "SSTF_S3_VIRTUAL");
 	if (s->endpoint) {
 		size_t p = web_prefix(s->endpoint);
 		const char *host = s->endpoint + p;
 		size_t hl = strcspn(host, "/?#@");
 		if (!p || hl == 0 || host[hl] == '?' || host[hl] == '#' || host[hl] == '@' ||
 		    (host[hl] == '/' && host[hl + 1] != '\0'))
-			return bad(errbuf, len,
-			           "s3.endpoint \"%.200s\": an http:// or https:// URL of a "
-			           "host, with an optional port and no path",
-			           s->endpoint);
+			return sstf__bad_config(
+			    errbuf, len,
+			    "s3.endpoint \"%.200s\": an http:// or https:// URL of a "
+			    "host, with an optional port and no path",
+			    s->endpoint);
 	}
 	if (s->region) {
-		if (!*s->region || strspn(s->region, "abcdefghijklmnopqrstuvwxyz0123456789-") !=
-		                       strlen(s->region))
-			return bad(errbuf, len,
-			           "s3.region \"%.64s\": lower-case letters, digits and '-' "
-			           "(\"us-east-1\")",
-			           s->region);
+		if (!*s->region ||
+		    strspn(s->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(s->region))
+			return sstf__bad_config(
+			    errbuf, len,
+			    "s3.region \"%.64s\": lower-case letters, digits and '-' "
+			    "(\"us-east-1\")",
+			    s->region);
 	}
 	if (!s->access_key_id) {
 		if (s->secret_access_key || s->session_token)
-			return bad(errbuf, len,
-			           "s3: a secret key or session token without an access key "
-			           "id");
+			return sstf__bad_config(
+			    errbuf, len,
+			    "s3: a secret key or session token without an access key "
+			    "id");
 		return 0;
 	}
 	if (!*s->access_key_id || strchr(s->access_key_id, ':') ||
 	    strpbrk(s->access_key_id, "\r\n"))
-		return bad(errbuf, len,
-		           "s3.access_key_id: not empty, no ':' and no line break");
+		return sstf__bad_config(errbuf, len,
+		                        "s3.access_key_id: not empty, no ':' and no line break");
 	/* The secret itself is never printed, not even in part. */
 	if (!s->secret_access_key || !*s->secret_access_key)
-		return bad(errbuf, len, "s3.secret_access_key: missing (the access key id is "
+		return sstf__bad_config(errbuf, len,
+		                        "s3.secret_access_key: missing (the access key id is "
 		                        "set)");
 	if (strpbrk(s->secret_access_key, "\r\n"))
-		return bad(errbuf, len, "s3.secret_access_key: holds a line break");
+		return sstf__bad_config(errbuf, len, "s3.secret_access_key: holds a line break");
 	if (s->session_token && (!*s->session_token || strpbrk(s->session_token, "\r\n")))
-		return bad(errbuf, len, "s3.session_token: empty or holds a line break");
+		return sstf__bad_config(errbuf, len,
+		                        "s3.session_token: empty or holds a line break");
 	return 0;
 }
 
@@ -298,11 +294,11 @@ void sstf__s3_encode(const char *s, size_t len, bool keep_slash, char *out, size
                      size_t *n)
 {
 	static const char hex[] = "0123456789ABCDEF";
-#define put(ch)                              \
-	do {                                 \
-		if (*n + 1 < outlen)         \
-			out[*n] = (char)(ch); \
-		(*n)++;                      \
+#define put(ch)                                                                                    \
+	do {                                                                                       \
+		if (*n + 1 < outlen)                                                               \
+			out[*n] = (char)(ch);                                                      \
+		(*n)++;                                                                            \
 	} while (0)
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -337,8 +333,10 @@ int sstf__s3_url_check(const char *url, bool allow_empty_key, char *why, size_t 
 		if (bl == 0)
 			msg = "no bucket: s3://BUCKET/KEY";
 		else if (bl > 255 ||
-		         strspn(b, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") <
-		                 bl)
+		         strspn(
+		             b,
+		             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") <
+		             bl)
 			msg = "the bucket name holds a character S3 does not allow";
 		else if (!*key && !allow_empty_key)
 			msg = "no key: s3://BUCKET/KEY";
@@ -346,7 +344,8 @@ int sstf__s3_url_check(const char *url, bool allow_empty_key, char *why, size_t 
 			msg = "'?' or '#' in the key: percent-encode it (%3F, %23)";
 		else {
 			for (const char *p = key; *p; p++)
-				if (*p == '%' && (sstf__hexval(p[1]) < 0 || sstf__hexval(p[2]) < 0)) {
+				if (*p == '%' &&
+				    (sstf__hexval(p[1]) < 0 || sstf__hexval(p[2]) < 0)) {
 					msg = "bad percent-encoding in the key (a '%' must be "
 					      "followed by two hex digits; '%25' is a '%')";
 					break;
@@ -436,7 +435,8 @@ long sstf__xml_text(const char *xml, size_t len, size_t *pos, const char *tag, c
 				cp = '\'';
 			else if (el > 3 && p[1] == '#') {
 				char *stop;
-				cp = p[2] == 'x' ? strtoul(p + 3, &stop, 16) : strtoul(p + 2, &stop, 10);
+				cp = p[2] == 'x' ? strtoul(p + 3, &stop, 16)
+				                 : strtoul(p + 2, &stop, 10);
 				if (stop != semi || cp == 0 || cp > 0x10FFFF)
 					cp = '&', el = 1;
 			} else {
@@ -451,7 +451,8 @@ long sstf__xml_text(const char *xml, size_t len, size_t *pos, const char *tag, c
 		if (cp < 0x80 || adv == 1) {
 			u[0] = (unsigned char)cp, ul = 1;
 		} else if (cp < 0x800) {
-			u[0] = (unsigned char)(0xC0 | cp >> 6), u[1] = (unsigned char)(0x80 | (cp & 63));
+			u[0] = (unsigned char)(0xC0 | cp >> 6),
+			u[1] = (unsigned char)(0x80 | (cp & 63));
 			ul = 2;
 		} else if (cp < 0x10000) {
 			u[0] = (unsigned char)(0xE0 | cp >> 12);
@@ -482,8 +483,8 @@ static void one_line(char *s)
 			*s = ' ';
 }
 
-int sstf__http_error_detail(long status, const char *body, size_t len, char *out,
-                            size_t outlen, char *code, size_t codelen)
+int sstf__http_error_detail(long status, const char *body, size_t len, char *out, size_t outlen,
+                            char *code, size_t codelen)
 {
 	char c[64] = "", m[256] = "";
 	if (body && len && memmem(body, len, "<Error>", 7)) {
