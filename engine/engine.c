@@ -696,13 +696,22 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	if (ret < 0)
 		goto fail;
 
-	/* Files and streams each count against max_transfers: a file takes
-	 * one stream to start, a split file more while they are free. */
-	e->nfiles = e->nstreams = cfg.max_transfers;
+	/* Streams count against max_transfers: a file takes one stream to
+	 * start, a split file more while they are free. A verified file
+	 * gives its stream back and keeps only its file slot while it is
+	 * synced and renamed (on small files that takes longer than the
+	 * fetch), so there are up to three file slots per stream, as the
+	 * tag's slot bits allow. */
+	e->nstreams = cfg.max_transfers;
 	/* A stream's source may hold a few sockets (happy eyeballs, a
 	 * redirect, idle connections kept for reuse): size the SOCK slots
 	 * for it. */
 	uint32_t nsock = 4 * cfg.max_transfers + cfg.max_host_conns + 16;
+	uint32_t fixed = SSTF__NCTL + e->nstreams + nsock;
+	uint32_t room = fixed < SSTF__MAX_SLOTS ? SSTF__MAX_SLOTS - fixed : 0;
+	e->nfiles = 3 * cfg.max_transfers;
+	if (e->nfiles > room)
+		e->nfiles = room > cfg.max_transfers ? room : cfg.max_transfers;
 	ret = sstf__slots_init(&e->slots, &a, SSTF__NCTL, e->nfiles, e->nstreams, nsock);
 	if (ret < 0)
 		goto fail;

@@ -964,6 +964,11 @@ wait:
 			finish(e, f, f->err);
 			return;
 		}
+		/* Verified: no stream has anything left to do for it. Their
+		 * slots and connections go to the next files while this one
+		 * is made durable. */
+		while (f->streams)
+			sstf__stream_detach(e, f->streams);
 		if (sync) {
 			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 			io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
