@@ -227,7 +227,7 @@ static json_t *run_churn(void)
 	memset(&t, 0, sizeof(t));
 	if (2 + 2 * nx + nsock > SSTF__MAX_SLOTS)
 		die("--table-xfers too large for the tag's slot bits");
-	if (sstf__slots_init(&t, &alloc, SSTF__NCTL, nx, nx, nsock) < 0)
+	if (sstf__slots_init(&t, &alloc, SSTF__NCTL, nx, nx, nsock, 0) < 0)
 		die("sstf__slots_init failed");
 	static struct sstf__gen g; /* a stand-in owner: its in-flight count is kept */
 	struct sstf__slot **held = calloc(nx, sizeof(*held));

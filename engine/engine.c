@@ -126,6 +126,55 @@ static void end_gen(struct sstf_engine *e, struct sstf__gen *g)
 	pthread_mutex_unlock(&e->lock);
 }
 
+/* Counts a file's result and tells the caller, unless g is cancelled. */
+static void file_result(struct sstf__gen *g, const struct sstf_file_result *r)
+{
+	if (r->result == 0)
+		atomic_fetch_add_explicit(&g->files_done, 1, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(&g->files_failed, 1, memory_order_relaxed);
+	if (r->result != 0 && r->result != -ECANCELED && g->first_error == 0)
+		g->first_error = r->result;
+	/* A generation being cancelled says nothing more but its batch-done. */
+	if (atomic_load(&g->cancel_requested) || !g->on_file_done)
+		return;
+	g->on_file_done(g->user, g->id, r);
+}
+
+/* fsync=batch: the files published by g, now that their directories were
+ * synced (or failed to be), in the order of the batch. */
+static void report_deferred(struct sstf_engine *e, struct sstf__gen *g)
+{
+	for (size_t i = 0; i < g->nfiles; i++) {
+		struct sstf__deferred *d = &g->deferred[i];
+		if (!d->pending)
+			continue;
+		d->pending = false;
+		const struct sstf__entry *ent = &g->files[i];
+		int err = e->dirs.v[d->dir].err;
+		/* Renamed but not durable: it must not stay published. */
+		if (err)
+			unlinkat(g->dirfd, ent->name, 0);
+		unsigned nurls = sstf__entry_nurls(ent);
+		struct sstf_file_result r = {
+			.index = i,
+			.name = ent->name,
+			.result = err,
+			.http_status = d->http_status,
+			.bytes = d->bytes,
+			.ttfb_ns = d->ttfb_ns,
+			.fetch_ns = d->fetch_ns,
+			.retries = d->retries,
+			.detail = err ? "fsync of the directory failed" : "",
+			.resumed_from = d->resumed_from,
+			.streams = d->streams,
+			.nmirrors = nurls,
+			.mirror_bytes = nurls > 1 ? g->deferred_mirrors + d->mirrors_at : &d->served,
+		};
+		file_result(g, &r);
+	}
+}
+
 void sstf__engine_gen_check(struct sstf_engine *e, struct sstf__gen *g)
 {
 	if (g->state != SSTF__GEN_RUNNING && g->state != SSTF__GEN_CANCELLING)
@@ -134,30 +183,49 @@ void sstf__engine_gen_check(struct sstf_engine *e, struct sstf__gen *g)
 		return;
 	if (g->state == SSTF__GEN_RUNNING && g->next_file < g->nfiles)
 		return;
+	/* fsync=batch: every directory the batch renamed into is synced
+	 * once, now, and only then are its files reported. */
+	bool cancelled = g->state == SSTF__GEN_CANCELLING || atomic_load(&g->cancel_requested);
+	if (g->dirs_dirty && !cancelled && sstf__dirs_sync_gen(e, g))
+		return;
+	if (g->deferred && !cancelled)
+		report_deferred(e, g);
+	sstf__dirs_release_gen(e, g);
 	end_gen(e, g);
 }
 
 void sstf__engine_file_done(struct sstf_engine *e, struct sstf__file *f, int result)
 {
 	struct sstf__gen *g = f->gen;
-	if (result == 0)
-		atomic_fetch_add_explicit(&g->files_done, 1, memory_order_relaxed);
-	else
-		atomic_fetch_add_explicit(&g->files_failed, 1, memory_order_relaxed);
-	if (result != 0 && result != -ECANCELED && g->first_error == 0)
-		g->first_error = result;
-	/* A generation being cancelled says nothing more but its batch-done. */
-	if (atomic_load(&g->cancel_requested) || !g->on_file_done)
-		return;
 	uint64_t now = sstf__now_ns();
 	unsigned nurls = sstf__entry_nurls(f->entry);
+	uint64_t ttfb = f->t_first ? f->t_first - f->t_start : 0;
+	if (f->deferred) {
+		/* fsync=batch: reported at the end (report_deferred). */
+		struct sstf__deferred *d = &g->deferred[f->index];
+		d->pending = true;
+		d->bytes = f->received - f->resumed_from;
+		d->ttfb_ns = ttfb;
+		d->fetch_ns = now - f->t_start;
+		d->resumed_from = f->resumed_from;
+		d->retries = f->retries;
+		d->streams = (uint16_t)f->streams_peak;
+		d->http_status = (int16_t)f->http_status;
+		d->dir = (uint32_t)(f->dir - e->dirs.v);
+		if (nurls > 1)
+			memcpy(g->deferred_mirrors + d->mirrors_at, f->mirror_bytes,
+			       nurls * sizeof(f->mirror_bytes[0]));
+		else
+			d->served = f->mirror_bytes[0];
+		return;
+	}
 	struct sstf_file_result r = {
 		.index = f->index,
 		.name = f->entry->name,
 		.result = result,
 		.http_status = f->http_status,
 		.bytes = f->received - f->resumed_from,
-		.ttfb_ns = f->t_first ? f->t_first - f->t_start : 0,
+		.ttfb_ns = ttfb,
 		.fetch_ns = now - f->t_start,
 		.retries = f->retries,
 		.detail = result ? f->detail : "",
@@ -167,7 +235,31 @@ void sstf__engine_file_done(struct sstf_engine *e, struct sstf__file *f, int res
 		.nmirrors = nurls,
 		.mirror_bytes = f->mirror_bytes,
 	};
-	g->on_file_done(g->user, g->id, &r);
+	file_result(g, &r);
+}
+
+/* fsync=batch: room for every file's deferred result, one allocation per
+ * generation (sstf__gen_free_arena frees it). */
+static int alloc_deferred(struct sstf_engine *e, struct sstf__gen *g)
+{
+	size_t nmirrors = 0;
+	for (size_t i = 0; i < g->nfiles; i++)
+		if (g->files[i].nurls > 1)
+			nmirrors += g->files[i].nurls;
+	size_t size = g->nfiles * sizeof(*g->deferred) + nmirrors * sizeof(uint64_t);
+	void *mem = sstf__alloc(&e->alloc, size ? size : 1);
+	if (!mem)
+		return -ENOMEM;
+	g->deferred = mem;
+	g->deferred_mirrors = (uint64_t *)(g->deferred + g->nfiles);
+	uint32_t at = 0;
+	for (size_t i = 0; i < g->nfiles; i++) {
+		if (g->files[i].nurls > 1) {
+			g->deferred[i].mirrors_at = at;
+			at += g->files[i].nurls;
+		}
+	}
+	return 0;
 }
 
 /* A snapshot of g's counters; any thread holding a reference to g. */
@@ -381,6 +473,9 @@ static void dispatch(struct sstf_engine *e, uint64_t ud, int res)
 		break;
 	case SSTF__SLOT_STREAM:
 		sstf__stream_on_cqe(e, s->stream, op, sstf__tag_aux(ud), res);
+		break;
+	case SSTF__SLOT_DIR:
+		sstf__dir_on_cqe(e, s->dir, res);
 		break;
 	case SSTF__SLOT_KINDS:
 		break;
@@ -606,8 +701,9 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 	if (c->direct_io > SSTF_OFF)
 		return sstf__bad_config(errbuf, len, "direct_io=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
 		                  (int)c->direct_io);
-	if (c->fsync > SSTF_OFF)
-		return sstf__bad_config(errbuf, len, "fsync=%d: SSTF_DEFAULT, SSTF_ON or SSTF_OFF",
+	if (c->fsync > SSTF_FSYNC_BATCH)
+		return sstf__bad_config(errbuf, len,
+		                  "fsync=%d: SSTF_DEFAULT, SSTF_ON, SSTF_OFF or SSTF_FSYNC_BATCH",
 		                  (int)c->fsync);
 	const struct sstf_allocator *a = c->allocator;
 	if (a && (!a->alloc || !a->alloc_aligned || !a->free_fn))
@@ -641,6 +737,7 @@ static void engine_destroy(struct sstf_engine *e)
 	sstf__free(&e->alloc, e->files);
 	sstf__free(&e->alloc, e->streams);
 	sstf__timers_fini(&e->timers, &e->alloc);
+	sstf__dirs_fini(e);
 	sstf__pool_fini(&e->pool, &e->alloc);
 	sstf__slots_fini(&e->slots, &e->alloc);
 	if (e->efd >= 0)
@@ -700,8 +797,9 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	 * start, a split file more while they are free. A verified file
 	 * gives its stream back and keeps only its file slot while it is
 	 * synced and renamed (on small files that takes longer than the
-	 * fetch), so there are up to three file slots per stream, as the
-	 * tag's slot bits allow. */
+	 * fetch), so there are up to three file slots per stream, and a
+	 * directory slot per file slot (dirsync.c), as the tag's slot bits
+	 * allow. */
 	e->nstreams = cfg.max_transfers;
 	/* A stream's source may hold a few sockets (happy eyeballs, a
 	 * redirect, idle connections kept for reuse): size the SOCK slots
@@ -710,9 +808,15 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	uint32_t fixed = SSTF__NCTL + e->nstreams + nsock;
 	uint32_t room = fixed < SSTF__MAX_SLOTS ? SSTF__MAX_SLOTS - fixed : 0;
 	e->nfiles = 3 * cfg.max_transfers;
-	if (e->nfiles > room)
-		e->nfiles = room > cfg.max_transfers ? room : cfg.max_transfers;
-	ret = sstf__slots_init(&e->slots, &a, SSTF__NCTL, e->nfiles, e->nstreams, nsock);
+	if (e->nfiles > room / 2)
+		e->nfiles = room / 2 > cfg.max_transfers ? room / 2 : cfg.max_transfers;
+	uint32_t ndirs = room > e->nfiles ? room - e->nfiles : 0;
+	if (ndirs > e->nfiles)
+		ndirs = e->nfiles;
+	ret = sstf__slots_init(&e->slots, &a, SSTF__NCTL, e->nfiles, e->nstreams, nsock, ndirs);
+	if (ret < 0)
+		goto fail;
+	ret = sstf__dirs_init(e, fixed + e->nfiles, ndirs);
 	if (ret < 0)
 		goto fail;
 	e->files = sstf__alloc_aligned(&a, 64, e->nfiles * sizeof(*e->files));
@@ -822,6 +926,10 @@ int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
 	int ret = sstf__gen_new(&e->alloc, batch, id, &g);
 	if (ret < 0)
 		return ret;
+	if (e->cfg.fsync == SSTF_FSYNC_BATCH && (ret = alloc_deferred(e, g)) < 0) {
+		sstf__gen_free(&e->alloc, g);
+		return ret;
+	}
 	ret = sstf__dest_prepare(&e->alloc, &e->cfg, g, batch->errbuf, batch->errbuf_len);
 	if (ret < 0) {
 		sstf__gen_free(&e->alloc, g);

@@ -318,7 +318,10 @@ void sstf__gen_free_arena(const struct sstf_allocator *a, struct sstf__gen *g)
 		abort();
 	}
 	sstf__free(a, g->arena);
+	sstf__free(a, g->deferred);
 	g->arena = NULL;
+	g->deferred = NULL;
+	g->deferred_mirrors = NULL;
 	g->files = NULL;
 	g->dest_dir = NULL;
 }

@@ -20,6 +20,7 @@
  *   pool.c    the buffer pool
  *   sink.c    the life of one file: re-hash in place, writes, the hash
  *             frontier, checkpoints, verify and publish
+ *   dirsync.c destination directories: made once, synced for many files
  *   stream.c  streams: a file's parts, attempts, retries, mirrors, pauses
  *   timers.c  the timer heap (retry backoffs) and the ring timer
  *   rate.c    the engine-wide token bucket
@@ -117,7 +118,8 @@ enum sstf__op {
 	SSTF__OP_READ,         /* a source's read into a buffer, aux = index */
 	SSTF__OP_FSYNC,        /* fdatasync of the temporary file */
 	SSTF__OP_RENAME,       /* publish */
-	SSTF__OP_DIRSYNC,      /* fsync of the parent directory */
+	SSTF__OP_DIRSYNC,      /* fsync of the parent directory (on a FILE
+	                          slot, or a DIR slot: dirsync.c) */
 	SSTF__OP_CANCEL,       /* async cancel of a slot's operations */
 	SSTF__OP_CKPT,         /* fsync of the temporary file for a checkpoint */
 	SSTF__OP_CHECK_READ,   /* read of a file in place, to re-hash it */
@@ -164,6 +166,7 @@ enum sstf__slot_kind {
 	SSTF__SLOT_FILE,   /* one file: its disk operations */
 	SSTF__SLOT_STREAM, /* one stream of a file: its source's operations */
 	SSTF__SLOT_SOCK,   /* a source's own (curl: one socket and its poll) */
+	SSTF__SLOT_DIR,    /* one destination directory: its fsyncs */
 	SSTF__SLOT_KINDS
 };
 
@@ -201,6 +204,7 @@ struct sstf__slot {
 	struct sstf__gen *gen;   /* owning generation, NULL for the engine */
 	struct sstf__file *file;     /* FILE slots: their file, fixed */
 	struct sstf__stream *stream; /* STREAM slots: their stream, fixed */
+	struct sstf__dir *dir;       /* DIR slots: their directory, fixed */
 	const struct sstf__source_ops *src; /* SOCK slots: their source */
 	struct sstf__sock sock;  /* SOCK slots */
 };
@@ -214,7 +218,8 @@ struct sstf__slots {
 };
 
 int sstf__slots_init(struct sstf__slots *t, const struct sstf_allocator *a,
-                     uint32_t nctl, uint32_t nfile, uint32_t nstream, uint32_t nsock);
+                     uint32_t nctl, uint32_t nfile, uint32_t nstream, uint32_t nsock,
+                     uint32_t ndir);
 void sstf__slots_fini(struct sstf__slots *t, const struct sstf_allocator *a);
 /* Takes a free slot of `kind` for generation `gen`; NULL when none is free. */
 struct sstf__slot *sstf__slot_alloc(struct sstf__slots *t,
@@ -299,6 +304,13 @@ struct sstf__gen {
 	struct sstf__gen *run_next; /* engine's list of gens with files to start */
 	bool on_run_list;
 	_Atomic uint64_t bytes_present, files_skipped;
+
+	/* fsync=batch (dirsync.c): a published file's result waits here,
+	 * indexed like files, until its directory's sync at the end; NULL in
+	 * the other modes. Allocated at submit, freed with the arena. */
+	struct sstf__deferred *deferred;
+	uint64_t *deferred_mirrors; /* mirror_bytes of files with mirrors */
+	uint32_t dirs_dirty;  /* its directories holding renames not synced */
 
 	/* The destination (dest.c), opened at submit, released at the end. */
 	uint64_t token;  /* the writer's random id in DEST/.sstf/ */
@@ -516,7 +528,13 @@ struct sstf__file {
 	const struct sstf__entry *entry;
 	enum sstf__file_phase phase;
 	int fd;       /* temporary file */
-	int pdirfd;   /* the final name's directory */
+	struct sstf__dir *dir; /* the final name's directory (dirsync.c),
+	                          held from start to finish; NULL: none was
+	                          free, and pdirfd is the file's own */
+	int pdirfd;   /* without dir: the final name's directory */
+	bool dir_wait; /* renamed, waiting on dir's next sync */
+	bool deferred; /* fsync=batch: published, reported at the end */
+	struct sstf__file *dir_next; /* on dir's covered or queued list */
 	int chkfd;    /* CHECK: the file in place */
 	bool direct;
 	bool checking; /* CHECK read in flight */
@@ -598,6 +616,119 @@ void sstf__file_resume_check(struct sstf_engine *e, struct sstf__file *f);
 /* Drops the buffers held past f's frontier (a fall back to one stream):
  * each goes back to the pool once its write has landed. */
 void sstf__file_drop_held(struct sstf_engine *e, struct sstf__file *f);
+
+/* ------------------------------------------------------------------------ */
+/* dirsync.c: destination directories
+ *
+ * A published name is durable once its directory was synced after the
+ * rename. One fsync covers every rename that completed before it started,
+ * so the files of one directory share its syncs: at most one in flight per
+ * directory, and the files renamed while it runs wait for the next one,
+ * which starts when it completes. A directory is one DIR slot, keyed by
+ * its generation and its path below dest_dir, made (mkdir -p) and opened
+ * once, and held by every file that will land in it, from its start to its
+ * finish. When no DIR slot is free a file opens and syncs its parent on
+ * its own, as a directory of one.
+ *
+ * fsync=batch: a renamed file does not wait; its result is kept in
+ * g->deferred and its directory stays, dirty, until the generation's end,
+ * which syncs each dirty directory once and then reports those files.
+ */
+struct sstf__dir {
+	struct sstf__slot *slot;    /* DIR slot, fixed */
+	struct sstf__gen *gen;      /* NULL when free */
+	const char *path;           /* a name in gen's arena; its first len
+	                               bytes are the directory */
+	size_t len;                 /* 0: dest_dir itself */
+	uint64_t hash;
+	int fd;                     /* gen->dirfd when len == 0 (not ours) */
+	uint32_t refs;              /* files holding it */
+	bool syncing;               /* an fsync is in flight */
+	bool dirty;                 /* fsync=batch: renames not synced yet */
+	bool kept;                  /* fsync=batch: deferred files read err
+	                               at the end; only the end frees it */
+	int err;                    /* fsync=batch: a sync that failed */
+	struct sstf__file *covered; /* renamed before the fsync in flight
+	                               started: done when it completes */
+	struct sstf__file *queued;  /* renamed since: the next fsync's */
+	struct sstf__dir *hash_next;
+};
+
+struct sstf__dirs {
+	struct sstf__dir *v;        /* one per DIR slot */
+	uint32_t n;
+	struct sstf__dir **buckets; /* by (gen, path) */
+	uint32_t mask;              /* buckets - 1, a power of two less one */
+};
+
+/* fsync=batch: what a published file reports once its directory is synced. */
+struct sstf__deferred {
+	uint64_t bytes, ttfb_ns, fetch_ns, resumed_from;
+	uint64_t served;     /* one URL: the bytes it served */
+	uint32_t mirrors_at; /* several URLs: their bytes, g->deferred_mirrors
+	                        from here */
+	uint32_t retries;
+	uint32_t dir;        /* index of its directory in the table */
+	uint16_t streams;
+	int16_t http_status;
+	bool pending;        /* published, not reported yet */
+};
+
+/* The table, one directory per DIR slot of e->slots from `first`. */
+int sstf__dirs_init(struct sstf_engine *e, uint32_t first, uint32_t n);
+void sstf__dirs_fini(struct sstf_engine *e);
+/*
+ * mkdir -p of name's parent below g's dest_dir, then opens it: an fd, or
+ * -errno. For a file that holds no directory.
+ */
+int sstf__dir_open(struct sstf__gen *g, const char *name);
+/*
+ * The directory of `name` (a file of g), made and opened when it is new,
+ * held until sstf__dir_put(). NULL with *err == 0 when no DIR slot is
+ * free (the caller uses sstf__dir_open), or with *err < 0 when the
+ * directory cannot be made or opened.
+ */
+struct sstf__dir *sstf__dir_get(struct sstf_engine *e, struct sstf__gen *g, const char *name,
+                                int *err);
+void sstf__dir_put(struct sstf_engine *e, struct sstf__dir *d);
+/* f was renamed into d (fsync on): it waits, f->dir_wait set, for the
+ * next fsync of d to complete, and is stepped then. */
+void sstf__dir_wait(struct sstf_engine *e, struct sstf__dir *d, struct sstf__file *f);
+/* fsync=batch: a file was renamed into d; the generation's end syncs d. */
+void sstf__dir_mark(struct sstf__dir *d);
+/* d's fsync completed. */
+void sstf__dir_on_cqe(struct sstf_engine *e, struct sstf__dir *d, int res);
+/* g has nothing left to run: starts the fsyncs of its dirty directories.
+ * True while any of g's directory syncs is in flight. */
+bool sstf__dirs_sync_gen(struct sstf_engine *e, struct sstf__gen *g);
+/* Frees g's kept directories; nothing of g may be in flight. */
+void sstf__dirs_release_gen(struct sstf_engine *e, struct sstf__gen *g);
+
+/*
+ * Test builds (-DSSTF_TEST_HOOKS, tests/meson.build) see the order of
+ * renames and directory syncs through this hook, called on the loop thread:
+ * `path` and `len` name the renamed file, or the synced directory (len 0:
+ * dest_dir); `slot` is the index of the slot that carries the sync (a
+ * slot has one sync in flight at most, so a DONE belongs to the last START
+ * of its slot); `res` is the sync's result. Set it before any engine
+ * exists. Release builds have no hook.
+ */
+enum sstf__hook_event {
+	SSTF__HOOK_RENAMED,
+	SSTF__HOOK_DIRSYNC_START,
+	SSTF__HOOK_DIRSYNC_DONE,
+};
+#ifdef SSTF_TEST_HOOKS
+extern void (*sstf__test_hook)(enum sstf__hook_event ev, uint64_t gen, const char *path,
+                               size_t len, uint32_t slot, int res);
+#define SSTF__HOOK(ev, gen, path, len, slot, res)                              \
+	do {                                                                   \
+		if (sstf__test_hook)                                           \
+			sstf__test_hook(ev, gen, path, len, slot, res);        \
+	} while (0)
+#else
+#define SSTF__HOOK(ev, gen, path, len, slot, res) ((void)0)
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* stream.c: streams
@@ -886,6 +1017,7 @@ struct sstf_engine {
 	uint32_t nfiles, nstreams;
 	struct sstf__pool pool;
 	struct sstf__timers timers;
+	struct sstf__dirs dirs;
 	struct sstf__rate rate;
 	uint64_t part_size;          /* bytes of one part of a split file */
 	struct sstf__gen *run_head, *run_tail;

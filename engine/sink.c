@@ -121,33 +121,14 @@ static uint32_t padded_len(const struct sstf__file *f, uint32_t len)
 	return (len + DIRECT_ALIGN - 1) & ~(DIRECT_ALIGN - 1);
 }
 
-/* mkdir -p of the name's parent below the destination, then opens it. */
-static int open_parent(struct sstf__gen *g, const char *name)
+#ifdef SSTF_TEST_HOOKS
+/* The length of name's directory part (0: dest_dir), for the test hook. */
+static size_t parent_len(const char *name)
 {
 	const char *slash = strrchr(name, '/');
-	if (!slash)
-		return sstf__fd_or_errno(openat(g->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	char path[PATH_MAX];
-	size_t n = (size_t)(slash - name);
-	memcpy(path, name, n);
-	path[n] = '\0';
-	/* Most files land in a directory an earlier file made: try it first. */
-	int fd = openat(g->dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0 || errno != ENOENT)
-		return sstf__fd_or_errno(fd);
-	for (char *p = path;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-			*p = '\0';
-			if (mkdirat(g->dirfd, path, 0755) < 0 && errno != EEXIST)
-				return -errno;
-			*p = c;
-			if (c == '\0')
-				break;
-		}
-	}
-	return sstf__fd_or_errno(openat(g->dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	return slash ? (size_t)(slash - name) : 0;
 }
+#endif
 
 /* Opens f's temporary file in the staging directory, with O_DIRECT where
  * the filesystem takes it. `create`: a new file (O_EXCL), else the one the
@@ -359,6 +340,9 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 	f->entry = ent;
 	f->phase = SSTF__X_IDLE;
 	f->fd = f->pdirfd = f->chkfd = -1;
+	f->dir = NULL;
+	f->dir_next = NULL;
+	f->dir_wait = f->deferred = false;
 	f->direct = f->checking = f->renamed = false;
 	f->skipped = f->refetched = f->preverified = false;
 	f->retries = 0;
@@ -393,7 +377,18 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 	g->active++;
 	sstf__stream_attach(e, s, f, true);
 
-	int ret = hashing ? open_parent(g, ent->name) : 0;
+	int ret = 0;
+	if (hashing) {
+		f->dir = sstf__dir_get(e, g, ent->name, &ret);
+		if (!f->dir && ret == 0) {
+			/* No DIR slot free: a directory of its own. */
+			ret = sstf__dir_open(g, ent->name);
+			if (ret >= 0) {
+				f->pdirfd = ret;
+				ret = 0;
+			}
+		}
+	}
 	if (!hashing || ret < 0) {
 		sstf__file_set_phase(f, SSTF__X_FETCH);
 		if (ret < 0)
@@ -402,7 +397,6 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 		sstf__file_step(e, f);
 		return;
 	}
-	f->pdirfd = ret;
 	if (e->cfg.existing != SSTF_EXISTING_REFETCH && look_in_place(e, f))
 		return;
 	begin_fetch(e, f);
@@ -787,6 +781,8 @@ void sstf__file_on_cqe(struct sstf_engine *e, struct sstf__file *f, enum sstf__o
 			f->renamed = true;
 		break;
 	case SSTF__OP_DIRSYNC:
+		SSTF__HOOK(SSTF__HOOK_DIRSYNC_DONE, f->gen->id, f->entry->name,
+		           parent_len(f->entry->name), f->slot->index, res);
 		if (res < 0)
 			sstf__file_fail(f, res, "fsync of the directory failed");
 		break;
@@ -818,6 +814,10 @@ static void finish(struct sstf_engine *e, struct sstf__file *f, int result)
 	f->pdirfd = -1;
 	sstf__file_set_phase(f, SSTF__X_IDLE);
 	sstf__engine_file_done(e, f, result);
+	/* After the result, which notes a deferred file's directory. */
+	if (f->dir)
+		sstf__dir_put(e, f->dir);
+	f->dir = NULL;
 	/* Its streams leave last: the result above reads their counts. */
 	while (f->streams)
 		sstf__stream_detach(e, f->streams);
@@ -937,8 +937,9 @@ void sstf__file_step(struct sstf_engine *e, struct sstf__file *f)
 		sstf__stream_restart(e, primary_stream(f));
 	}
 wait:
-	/* Nothing moves on while a stream runs or an operation is out. */
-	if (streams_busy(f) || f->slot->inflight > 0 || (f->restart && !f->err))
+	/* Nothing moves on while a stream runs, an operation is out or the
+	 * file waits for its directory's sync. */
+	if (streams_busy(f) || f->slot->inflight > 0 || f->dir_wait || (f->restart && !f->err))
 		return;
 	if (f->err) {
 		finish(e, f, f->err);
@@ -985,13 +986,26 @@ wait:
 		submit_rename(e, f);
 		return;
 	case SSTF__X_RENAME:
-		if (sync) {
+		SSTF__HOOK(SSTF__HOOK_RENAMED, f->gen->id, f->entry->name, strlen(f->entry->name),
+		           f->slot->index, 0);
+		if (!sync) {
+			finish(e, f, 0);
+		} else if (f->dir && e->cfg.fsync == SSTF_FSYNC_BATCH) {
+			/* Reported once the generation's end synced the
+			 * directory (engine.c). */
+			sstf__dir_mark(f->dir);
+			f->deferred = true;
+			finish(e, f, 0);
+		} else if (f->dir) {
+			sstf__file_set_phase(f, SSTF__X_DIRSYNC);
+			sstf__dir_wait(e, f->dir, f);
+		} else {
 			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
 			io_uring_prep_fsync(sqe, f->pdirfd, 0);
 			sstf__ring_tag(sqe, f->slot, SSTF__OP_DIRSYNC, 0);
 			sstf__file_set_phase(f, SSTF__X_DIRSYNC);
-		} else {
-			finish(e, f, 0);
+			SSTF__HOOK(SSTF__HOOK_DIRSYNC_START, f->gen->id, f->entry->name,
+			           parent_len(f->entry->name), f->slot->index, 0);
 		}
 		return;
 	case SSTF__X_DIRSYNC:

@@ -16,14 +16,16 @@
 #define NONE UINT32_MAX
 
 int sstf__slots_init(struct sstf__slots *t, const struct sstf_allocator *a,
-                     uint32_t nctl, uint32_t nfile, uint32_t nstream, uint32_t nsock)
+                     uint32_t nctl, uint32_t nfile, uint32_t nstream, uint32_t nsock,
+                     uint32_t ndir)
 {
 	uint32_t counts[SSTF__SLOT_KINDS];
 	counts[SSTF__SLOT_CTL] = nctl;
 	counts[SSTF__SLOT_FILE] = nfile;
 	counts[SSTF__SLOT_STREAM] = nstream;
 	counts[SSTF__SLOT_SOCK] = nsock;
-	uint64_t n = (uint64_t)nctl + nfile + nstream + nsock;
+	counts[SSTF__SLOT_DIR] = ndir;
+	uint64_t n = (uint64_t)nctl + nfile + nstream + nsock + ndir;
 	if (n == 0 || n > SSTF__MAX_SLOTS)
 		return -EINVAL;
 	t->v = sstf__alloc(a, n * sizeof(*t->v));

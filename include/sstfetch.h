@@ -193,6 +193,7 @@ enum sstf_switch {
 	SSTF_DEFAULT = 0,
 	SSTF_ON = 1,
 	SSTF_OFF = 2,
+	SSTF_FSYNC_BATCH = 3, /* sstf_config.fsync only: see there */
 };
 
 /* Defaults of the fields left 0, and the limits sstf_config_check() applies. */
@@ -291,9 +292,41 @@ struct sstf_config {
 	                                 the destination filesystem accepts it,
 	                                 buffered writes elsewhere. ON: fail
 	                                 files whose filesystem refuses it. */
-	enum sstf_switch fsync;       /* DEFAULT/ON: fdatasync each file before
-	                                 its rename and fsync the directory
-	                                 after it. OFF: skip both. */
+	enum sstf_switch fsync;       /* What is durable when a file is
+	                                 reported done (on_file_done with
+	                                 result 0).
+	                                 DEFAULT/ON: each file is fdatasynced
+	                                 before its rename, and reported only
+	                                 once its directory was fsynced after
+	                                 the rename (one directory fsync
+	                                 covers every file renamed before it
+	                                 started). A crash loses no file
+	                                 reported done; a file not reported
+	                                 yet is either under its final name
+	                                 whole and verified, or in the staging
+	                                 directory, and the next generation
+	                                 publishes or resumes it.
+	                                 SSTF_FSYNC_BATCH: each file is
+	                                 fdatasynced and renamed without
+	                                 waiting; each directory the batch
+	                                 renamed into is fsynced once, when
+	                                 the generation has nothing else left,
+	                                 and only then are those files
+	                                 reported done (all together, just
+	                                 before on_batch_done; files_done
+	                                 counts them then). A crash before
+	                                 that loses no bytes, only renames:
+	                                 as with ON, nothing reported done is
+	                                 lost. A directory whose fsync fails
+	                                 fails its files, and their names are
+	                                 removed.
+	                                 OFF: no fdatasync, no directory
+	                                 fsync: a crash can lose files
+	                                 reported done, or leave bytes under
+	                                 their names that never reached the
+	                                 disk; after a crash, fetch with
+	                                 SSTF_EXISTING_REHASH to check them.
+	                                 Checkpoints sync in every mode. */
 	unsigned connect_timeout_ms;  /* 10000 */
 	unsigned low_speed_bytes;     /* a transfer slower than this many
 	                                 bytes/s ... ; 1024 */

@@ -327,6 +327,34 @@ Test(cli, json_report_matches_dataset)
 	check_dest(dest, NFILES, 0);
 }
 
+/* --fsync=batch: the engine reports files only after the end-of-batch
+ * directory sync; the tool must still count and check every one. */
+Test(cli, fsync_batch_reports_every_file_and_leaves_them_all_in_place)
+{
+	set_dir = fmt("%s/set", work);
+	uint64_t bytes = gen_dataset(set_dir, NFILES, "1:64k", 23);
+	int err = origin_start(set_dir, &org);
+	cr_assert_eq(err, 0, "nginx did not start: %s", strerror(-err));
+	const char *dest = fmt("%s/dest", work);
+
+	struct run r;
+	RUN(&r, fmt("--manifest=%s/manifest.json", set_dir), fmt("--source=%s", org->base_url),
+	    fmt("--dest=%s", dest), "--parallel=8", "--fsync=batch", "--output-format=json");
+	expect_exit(&r, 0);
+	json_t *root = parse_json(r.out, "report");
+	json_t *job = json_array_get(report_jobs(root, 1), 0);
+	json_t *files = jobj(job, "files");
+	cr_assert_eq(jint(files, "ok"), NFILES);
+	cr_assert_eq(jint(files, "failed"), 0);
+	cr_assert_eq((uint64_t)jint(jobj(job, "verify"), "bytes"), bytes);
+	check_dest(dest, NFILES, 0);
+
+	RUN(&r, fmt("--manifest=%s/manifest.json", set_dir), fmt("--source=%s", org->base_url),
+	    fmt("--dest=%s/dest2", work), "--fsync=later");
+	expect_exit(&r, 2);
+	cr_assert(strstr(r.err, "fsync=later") && strstr(r.err, "batch"), "stderr:\n%s", r.err);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 3. cancel_at=50: one restart, every file verified                        */
 

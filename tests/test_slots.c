@@ -17,7 +17,7 @@ static struct sstf__slots t;
 
 static void setup(void)
 {
-	cr_assert_eq(sstf__slots_init(&t, &libc_alloc, 2, 4, 4, 8), 0);
+	cr_assert_eq(sstf__slots_init(&t, &libc_alloc, 2, 4, 4, 8, 4), 0);
 }
 
 static void teardown(void)

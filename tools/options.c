@@ -59,6 +59,13 @@ static const struct opt_choice bool_switch_choices[] = {
 	{NULL, 0},
 };
 
+static const struct opt_choice fsync_choices[] = {
+	{"1", SSTF_ON},
+	{"batch", SSTF_FSYNC_BATCH},
+	{"0", SSTF_OFF},
+	{NULL, 0},
+};
+
 static const struct opt_choice existing_choices[] = {
 	{"trust", SSTF_EXISTING_TRUST},
 	{"rehash", SSTF_EXISTING_REHASH},
@@ -157,9 +164,17 @@ const struct opt_def opt_table[] = {
 	 direct_choices,
 	 "O_DIRECT writes; auto uses them where the filesystem accepts them, 1 "
 	 "fails files where it does not"},
-	{"fsync", 0, "0|1", OPT_CHOICE, J(fsync), "1", NULL, 0, 0,
-	 bool_switch_choices,
-	 "fdatasync each file before its rename and fsync the directory after"},
+	{"fsync", 0, "1|batch|0", OPT_CHOICE, J(fsync), "1", NULL, 0, 0,
+	 fsync_choices,
+	 "what is durable when a file is reported done. 1: the file is "
+	 "fdatasynced, renamed, and reported once its directory was fsynced "
+	 "(one directory fsync covers every file renamed before it); a crash "
+	 "loses no file reported done. batch: files are fdatasynced and "
+	 "renamed, each directory is fsynced once at the end of the job, and "
+	 "the files are reported after it; a crash before then can lose "
+	 "renames, never bytes, and nothing reported done. 0: no syncs; a "
+	 "crash can lose or corrupt files reported done (check them again "
+	 "with --existing=rehash)"},
 	{"verify", 0, "KIND", OPT_CHOICE, J(verify), "auto", NULL, 0, 0,
 	 verify_choices,
 	 "digest to check: auto takes each entry's xxh3, else its xxh128, "
