@@ -430,7 +430,7 @@ static void start_pending(struct sstf_engine *e)
 			return;
 		struct sstf__slot *fs = sstf__slot_alloc(&e->slots, SSTF__SLOT_FILE, g, g->id);
 		struct sstf__slot *ss = sstf__slot_alloc(&e->slots, SSTF__SLOT_STREAM, g, g->id);
-		size_t index = g->next_file++;
+		size_t index = g->order[g->next_file++];
 		if (g->next_file == g->nfiles)
 			run_list_remove(e, g);
 		sstf__file_start(e, fs->file, ss->stream, g, index);

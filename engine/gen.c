@@ -62,6 +62,16 @@ static int find_duplicate(const struct sstf_allocator *a,
 	return found;
 }
 
+/* Largest first; equal sizes in the batch's order. */
+static int cmp_larger_first(const void *a, const void *b, void *arg)
+{
+	const struct sstf__entry *files = arg;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	if (files[x].size != files[y].size)
+		return files[x].size > files[y].size ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
 static char *arena_str(char **cursor, const char *s, size_t len)
 {
 	char *out = *cursor;
@@ -248,9 +258,10 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 		return -ENOMEM;
 	size_t files_bytes = b->nfiles * sizeof(struct sstf__entry);
 	size_t ptr_bytes = plan.url_ptrs * sizeof(char *);
+	size_t order_bytes = b->nfiles * sizeof(size_t);
 	/* The arena also holds the loop's scratch for one URL at a time. */
 	size_t url_bytes = b->nfiles ? plan.url_max + 1 : 0;
-	g->arena = sstf__alloc(a, files_bytes + ptr_bytes + plan.strings + url_bytes);
+	g->arena = sstf__alloc(a, files_bytes + ptr_bytes + order_bytes + plan.strings + url_bytes);
 	if (!g->arena) {
 		sstf__free(a, g);
 		return -ENOMEM;
@@ -260,7 +271,8 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 	g->files = g->arena;
 	g->nfiles = b->nfiles;
 	const char **ptrs = (const char **)((char *)g->arena + files_bytes);
-	char *cur = (char *)g->arena + files_bytes + ptr_bytes;
+	g->order = (size_t *)((char *)g->arena + files_bytes + ptr_bytes);
+	char *cur = (char *)g->arena + files_bytes + ptr_bytes + order_bytes;
 	g->dest_dir = arena_str(&cur, b->dest_dir, strlen(b->dest_dir));
 	if (b->base_url)
 		g->base_url = arena_str(&cur, b->base_url, strlen(b->base_url));
@@ -280,7 +292,12 @@ int sstf__gen_new(const struct sstf_allocator *a, const struct sstf_batch *b,
 		f->kind = (uint8_t)in->digest_kind;
 		sstf__digest_parse(in->digest_kind, in->digest_hex, &f->digest);
 		g->bytes_total += in->size;
+		g->order[i] = i;
 	}
+	/* Largest files start first, so that a mixed set does not end on one
+	 * large file while the small ones are long done: the small ones fill
+	 * the gaps at the end. */
+	qsort_r(g->order, b->nfiles, sizeof(*g->order), cmp_larger_first, g->files);
 	g->schemes = plan.schemes;
 	g->url_max = plan.url_max;
 	g->url_buf = b->nfiles ? cur : NULL;
@@ -320,6 +337,7 @@ void sstf__gen_free_arena(const struct sstf_allocator *a, struct sstf__gen *g)
 	sstf__free(a, g->arena);
 	sstf__free(a, g->deferred);
 	g->arena = NULL;
+	g->order = NULL;
 	g->deferred = NULL;
 	g->deferred_mirrors = NULL;
 	g->files = NULL;

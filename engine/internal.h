@@ -248,9 +248,9 @@ void sstf__slot_op_end(struct sstf__slot *s);
                               this generation's temporary name for it */
 
 /*
- * Per-file metadata, in the generation's arena: 48 bytes plus the name
- * (and the URLs when the entry has its own: a pointer and the string
- * each), whatever the file's size.
+ * Per-file metadata, in the generation's arena: 48 bytes, 8 more for its
+ * place in the start order, plus the name (and the URLs when the entry has
+ * its own: a pointer and the string each), whatever the file's size.
  */
 struct sstf__entry {
 	const char *name;   /* as submitted, relative to dest */
@@ -297,7 +297,8 @@ struct sstf__gen {
 	sstf_progress_cb on_progress;
 	void *user;
 	int first_error;
-	size_t next_file;      /* first file not started yet */
+	size_t next_file;      /* files started so far; the next is
+	                          files[order[next_file]] */
 	uint32_t active;       /* transfers holding a slot */
 	uint32_t inflight;     /* SQEs of its slots in flight */
 	uint64_t last_progress_ns;
@@ -328,6 +329,8 @@ struct sstf__gen {
 	char *url_buf;         /* url_max + 1 bytes of scratch (loop) */
 	struct sstf__entry *files;
 	size_t nfiles;
+	size_t *order;         /* indexes into files, the order they start
+	                          in: largest first (gen.c) */
 };
 
 /*

@@ -617,6 +617,10 @@ struct sstf_batch {
  * leaves nothing under NAME and no temporary file. An existing file named
  * NAME is replaced, atomically, only by a verified one.
  *
+ * Files start largest first (equal sizes in the batch's order), so that a
+ * mixed batch does not end on one large file started late; the small
+ * ones fill the gaps. Callbacks come as files end, in no set order.
+ *
  * Any thread, including callbacks.
  */
 SSTF_API int sstf_submit(sstf_engine *engine, const struct sstf_batch *batch,

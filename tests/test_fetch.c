@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -702,6 +704,76 @@ Test(fetch, unreachable_origin_fails_with_etransfer, .init = fixture_init, .fini
 	ds_batch_free(files, 1, 1);
 	rec_fini(&r);
 	close(fd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Largest files first                                                       */
+
+struct starts {
+	pthread_mutex_t mu;
+	uint64_t start_ns[NFILES]; /* when each file started: done - fetch_ns */
+	int seen[NFILES];
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void on_file_start_time(void *user, uint64_t gen, const struct sstf_file_result *res)
+{
+	(void)gen;
+	struct starts *st = user;
+	uint64_t now = mono_ns(); /* the engine's clock too (CLOCK_MONOTONIC) */
+	pthread_mutex_lock(&st->mu);
+	if (res->index < NFILES && res->result == 0) {
+		st->start_ns[res->index] = now - res->fetch_ns;
+		st->seen[res->index]++;
+	}
+	pthread_mutex_unlock(&st->mu);
+}
+
+/*
+ * A mixed set must not end on one large file started last: files start
+ * largest first. With one transfer they start one after the other (the
+ * next only once the one before was verified), so the start times, taken
+ * from each file's fetch_ns, order the files by size, largest first, ties
+ * in the batch's order. The fixture's sizes are not sorted in the batch.
+ */
+Test(fetch, larger_files_start_first, .init = fixture_init, .fini = fixture_fini)
+{
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_transfers = 1;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	struct sstf_file *files = ds_batch_new(&ds, org->base_url, SSTF_DIGEST_XXH3);
+	struct starts st = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct sstf_batch b = {.dest_dir = dest, .files = files, .nfiles = ds.n,
+	                       .on_file_done = on_file_start_time, .user = &st};
+	uint64_t gen = 0;
+	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
+	cr_assert_eq(sstf_wait(eng, gen, -1), 0);
+	engine_free_checked(eng);
+	bool sorted_in_batch = true;
+	for (size_t i = 1; i < ds.n; i++)
+		sorted_in_batch &= ds.files[i - 1].size >= ds.files[i].size;
+	cr_assert_not(sorted_in_batch, "the fixture is sorted already: the test proves nothing");
+	for (size_t i = 0; i < ds.n; i++) {
+		cr_assert_eq(st.seen[i], 1, "file %zu reported %d times", i, st.seen[i]);
+		for (size_t j = 0; j < ds.n; j++) {
+			bool first = ds.files[i].size > ds.files[j].size ||
+			             (ds.files[i].size == ds.files[j].size && i < j);
+			if (first)
+				cr_assert_lt(st.start_ns[i], st.start_ns[j],
+				             "%s (%" PRIu64 " bytes) started after %s (%" PRIu64 " bytes)",
+				             ds.files[i].name, ds.files[i].size, ds.files[j].name,
+				             ds.files[j].size);
+		}
+	}
+	ds_batch_free(files, ds.n, 0);
 }
 
 /* ------------------------------------------------------------------------ */
