@@ -377,6 +377,8 @@ static void arm_eventfd(struct sstf_engine *e)
 	sstf__ring_tag(sqe, &e->slots.v[SSTF__CTL_EVENTFD], SSTF__OP_EVENTFD, 0);
 }
 
+static void grow_streams(struct sstf_engine *e);
+
 void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f)
 {
 	f->on_grow = true;
@@ -389,6 +391,10 @@ void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f)
 	else
 		e->grow_head = f;
 	e->grow_tail = f;
+	/* At once, with the slots free now: a file starts fetching when its
+	 * temporary file's open completes, and by the next run phase its
+	 * first stream may well have taken every part already. */
+	grow_streams(e);
 }
 
 /* Gives free stream slots to files that want more streams, in order. A

@@ -116,17 +116,21 @@ enum sstf__op {
 	SSTF__OP_POLL_REMOVE,
 	SSTF__OP_WRITE,        /* aux = buffer index */
 	SSTF__OP_READ,         /* a source's read into a buffer, aux = index */
-	SSTF__OP_FSYNC,        /* fdatasync of the temporary file */
+	SSTF__OP_FSYNC,        /* fdatasync of the temporary file: before
+	                          publishing (aux 0) or for a checkpoint
+	                          (aux SSTF__FSYNC_CKPT) */
 	SSTF__OP_RENAME,       /* publish */
 	SSTF__OP_DIRSYNC,      /* fsync of the parent directory (on a FILE
 	                          slot, or a DIR slot: dirsync.c) */
 	SSTF__OP_CANCEL,       /* async cancel of a slot's operations */
-	SSTF__OP_CKPT,         /* fsync of the temporary file for a checkpoint */
 	SSTF__OP_CHECK_READ,   /* read of a file in place, to re-hash it */
 	SSTF__OP_SOURCE,       /* a source's own operation; aux is the source's */
+	SSTF__OP_OPEN,         /* openat of a file's final name or temporary;
+	                          aux = enum sstf__open_kind (sink.c) */
 	SSTF__OP_COUNT
 };
 _Static_assert(SSTF__OP_COUNT <= 16, "an op must fit a tag's 4 op bits");
+#define SSTF__FSYNC_CKPT 1u /* aux of an SSTF__OP_FSYNC for a checkpoint */
 
 #define SSTF__TAG_OP_BITS 4
 #define SSTF__TAG_AUX_BITS 12
@@ -497,9 +501,13 @@ static inline uint8_t *sstf__pool_buf(struct sstf__pool *p, int idx)
  * changes only through sstf__file_set_phase(), which aborts on a
  * transition not in this list:
  *
- *   IDLE -> FETCH | CHECK          start
- *   CHECK -> FETCH                 the file in place did not verify, or an
- *                                  adopted prefix was checked
+ *   IDLE -> OPEN | FETCH | CHECK   start (FETCH: failed at once)
+ *   OPEN -> CHECK | FETCH | IDLE   the file in place was opened (CHECK), or
+ *                                  the temporary file made (FETCH); skipped
+ *                                  or failed (IDLE)
+ *   CHECK -> OPEN                  the file in place did not verify: its
+ *                                  temporary file is made
+ *   CHECK -> FETCH                 an adopted prefix was checked
  *   CHECK -> IDLE                  skipped, or failed
  *   FETCH -> SYNC | RENAME         verified
  *   FETCH -> IDLE                  failed or cancelled
@@ -510,6 +518,8 @@ static inline uint8_t *sstf__pool_buf(struct sstf__pool *p, int idx)
  */
 enum sstf__file_phase {
 	SSTF__X_IDLE,     /* slot free */
+	SSTF__X_OPEN,     /* an openat through the ring: the final name, to
+	                     look at what is there, or the temporary file */
 	SSTF__X_CHECK,    /* re-hashing the file already in place */
 	SSTF__X_FETCH,    /* streams running or writes in flight */
 	SSTF__X_SYNC,     /* fdatasync in flight */

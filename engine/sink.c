@@ -16,8 +16,10 @@
  *
  * The life of one file, by phase (see sstf__file_set_phase):
  *
- *   start   a file already in place of the right size is skipped when its
- *           publish record vouches for it (record.c), or goes to CHECK
+ *   OPEN    through the ring: the final name is opened; a file already
+ *           in place of the right size is skipped when its publish record
+ *           vouches for it (record.c), or goes to CHECK; else the
+ *           temporary file is created
  *   CHECK   the file in place is read through the ring and re-hashed; a
  *           match is skipped, anything else goes to FETCH. In strict mode
  *           an adopted partial's prefix is re-hashed here too, and resumed
@@ -87,9 +89,11 @@ static bool phase_allowed(enum sstf__file_phase from, enum sstf__file_phase to)
 {
 	switch (from) {
 	case SSTF__X_IDLE:
-		return to == SSTF__X_FETCH || to == SSTF__X_CHECK;
+		return to == SSTF__X_OPEN || to == SSTF__X_FETCH || to == SSTF__X_CHECK;
+	case SSTF__X_OPEN:
+		return to == SSTF__X_CHECK || to == SSTF__X_FETCH || to == SSTF__X_IDLE;
 	case SSTF__X_CHECK:
-		return to == SSTF__X_FETCH || to == SSTF__X_IDLE;
+		return to == SSTF__X_OPEN || to == SSTF__X_FETCH || to == SSTF__X_IDLE;
 	case SSTF__X_FETCH:
 		return to == SSTF__X_SYNC || to == SSTF__X_RENAME || to == SSTF__X_IDLE;
 	case SSTF__X_SYNC:
@@ -130,15 +134,15 @@ static size_t parent_len(const char *name)
 }
 #endif
 
-/* Opens f's temporary file in the staging directory, with O_DIRECT where
- * the filesystem takes it. `create`: a new file (O_EXCL), else the one the
- * sweep adopted. */
-static int open_tmp(struct sstf_engine *e, struct sstf__file *f, bool create)
+/* Opens the temporary file the sweep adopted for f, with O_DIRECT where
+ * the filesystem takes it. Blocking, on the loop: adopted files are few
+ * (new ones are made through the ring, create_tmp). */
+static int open_adopted(struct sstf_engine *e, struct sstf__file *f)
 {
-	int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0);
+	int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW;
 	int stagefd = f->gen->stagefd;
 	if (e->cfg.direct_io != SSTF_OFF) {
-		int fd = openat(stagefd, f->tmp, flags | O_DIRECT, 0644);
+		int fd = openat(stagefd, f->tmp, flags | O_DIRECT);
 		if (fd >= 0) {
 			f->direct = true;
 			return fd;
@@ -148,7 +152,38 @@ static int open_tmp(struct sstf_engine *e, struct sstf__file *f, bool create)
 			return -errno;
 	}
 	f->direct = false;
-	return sstf__fd_or_errno(openat(stagefd, f->tmp, flags, 0644));
+	return sstf__fd_or_errno(openat(stagefd, f->tmp, flags));
+}
+
+/*
+ * What an SSTF__OP_OPEN completion was for (its tag's aux). Creating and
+ * looking up names are the slowest calls of a small file (ext4 takes the
+ * directory's lock, which renames into and out of it hold too): they go
+ * through the ring, to io-wq, so that the loop never waits on them.
+ */
+enum sstf__open_kind {
+	OPEN_IN_PLACE,   /* the final name, to look at what is there */
+	OPEN_TMP_DIRECT, /* a new temporary file, with O_DIRECT */
+	OPEN_TMP,        /* a new temporary file, buffered */
+};
+
+static void submit_open(struct sstf_engine *e, struct sstf__file *f, int dirfd, const char *path,
+                        int flags, enum sstf__open_kind kind)
+{
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	/* path (the arena's name, or f->tmp) outlives the submit. */
+	io_uring_prep_openat(sqe, dirfd, path, flags, 0644);
+	sstf__ring_tag(sqe, f->slot, SSTF__OP_OPEN, kind);
+	sstf__file_set_phase(f, SSTF__X_OPEN);
+}
+
+/* Makes f's temporary file in the staging directory: O_EXCL, since the
+ * name is this generation's own. */
+static void create_tmp(struct sstf_engine *e, struct sstf__file *f, bool direct)
+{
+	int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_CREAT | O_EXCL;
+	submit_open(e, f, f->gen->stagefd, f->tmp, direct ? flags | O_DIRECT : flags,
+	            direct ? OPEN_TMP_DIRECT : OPEN_TMP);
 }
 
 static void finish(struct sstf_engine *e, struct sstf__file *f, int result);
@@ -168,16 +203,13 @@ static void skip(struct sstf_engine *e, struct sstf__file *f)
 }
 
 /*
- * Looks at what is already under the final name. Returns true when that
- * settled f: skipped, or handed to CHECK to be re-hashed.
+ * Looks at what is already under the final name, open as fd. Returns true
+ * when that settled f: skipped, or handed to CHECK to be re-hashed; false
+ * (fd closed) when it is to be fetched.
  */
-static bool look_in_place(struct sstf_engine *e, struct sstf__file *f)
+static bool look_in_place(struct sstf_engine *e, struct sstf__file *f, int fd)
 {
 	const struct sstf__entry *ent = f->entry;
-	/* O_NONBLOCK: a FIFO planted under the name must not block the loop. */
-	int fd = openat(f->gen->dirfd, ent->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0)
-		return false;
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != ent->size) {
 		close(fd);
@@ -397,9 +429,55 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 		sstf__file_step(e, f);
 		return;
 	}
-	if (e->cfg.existing != SSTF_EXISTING_REFETCH && look_in_place(e, f))
+	if (e->cfg.existing != SSTF_EXISTING_REFETCH)
+		/* O_NONBLOCK: a FIFO planted under the name must not block. */
+		submit_open(e, f, g->dirfd, ent->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+		            OPEN_IN_PLACE);
+	else
+		begin_fetch(e, f);
+}
+
+/* An SSTF__OP_OPEN completed: res is the fd, or -errno. */
+static void on_open(struct sstf_engine *e, struct sstf__file *f, unsigned kind, int res)
+{
+	if (kind == OPEN_IN_PLACE) {
+		if (f->err) {
+			if (res >= 0)
+				close(res);
+			sstf__file_step(e, f);
+		} else if (res < 0 || !look_in_place(e, f, res)) {
+			begin_fetch(e, f);
+		}
 		return;
-	begin_fetch(e, f);
+	}
+	/* An O_DIRECT create refused with EINVAL may have made the file
+	 * already (the kernel checks O_DIRECT after creating it). */
+	bool refused = res == -EINVAL && kind == OPEN_TMP_DIRECT;
+	if (res >= 0 || refused)
+		f->tmp_made = true; /* finish() removes it */
+	if (res >= 0) {
+		f->fd = res;
+		f->direct = kind == OPEN_TMP_DIRECT;
+	}
+	if (f->err) {
+		sstf__file_step(e, f);
+		return;
+	}
+	if (refused && e->cfg.direct_io != SSTF_ON) {
+		/* The filesystem has no O_DIRECT (tmpfs, some FUSE): the same
+		 * name, buffered. No O_EXCL: the refused create may have made
+		 * it, and the name is this generation's own. */
+		submit_open(e, f, f->gen->stagefd, f->tmp,
+		            O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_CREAT | O_TRUNC, OPEN_TMP);
+		return;
+	}
+	if (res < 0) {
+		sstf__file_fail(f, res, "cannot create a temporary file in '%s/%s'", f->gen->dest_dir,
+		                SSTF__STAGE_DIR);
+		sstf__file_step(e, f);
+		return;
+	}
+	start_fetch(e, f);
 }
 
 /* Takes the hash state from a checkpoint, with the extSecret of `ours`, a
@@ -515,29 +593,24 @@ static void start_fetch(struct sstf_engine *e, struct sstf__file *f)
 	sstf__file_step(e, f);
 }
 
+/* Opens f's temporary file, the adopted one or a new one, then fetches. */
 static void begin_fetch(struct sstf_engine *e, struct sstf__file *f)
 {
-	bool adopted = f->tmp_made;
-	int fd = -ENOENT;
-	if (adopted) {
-		fd = open_tmp(e, f, false);
-		if (fd < 0)
-			f->tmp_made = adopted = false; /* gone: make a new one */
+	if (f->err) {
+		start_fetch(e, f); /* which ends it */
+		return;
 	}
-	if (!f->tmp_made) {
-		fd = open_tmp(e, f, true);
-		if (fd >= 0)
-			f->tmp_made = true;
+	if (f->tmp_made) {
+		int fd = open_adopted(e, f);
+		if (fd >= 0) {
+			f->fd = fd;
+			if (!resume_partial(e, f))
+				start_fetch(e, f);
+			return; /* or CHECK re-hashes the prefix first */
+		}
+		f->tmp_made = false; /* gone: make a new one */
 	}
-	if (fd < 0) {
-		sstf__file_fail(f, fd, "cannot create a temporary file in '%s/%s'", f->gen->dest_dir,
-		                SSTF__STAGE_DIR);
-	} else {
-		f->fd = fd;
-		if (adopted && !f->err && resume_partial(e, f))
-			return; /* CHECK re-hashes the prefix first */
-	}
-	start_fetch(e, f);
+	create_tmp(e, f, e->cfg.direct_io != SSTF_OFF);
 }
 
 /* Queues the part of buffer idx's write not done yet. */
@@ -700,7 +773,7 @@ static void checkpoint_sync(struct sstf_engine *e, struct sstf__file *f)
 	/* fdatasync: the record must follow its bytes, not be durable
 	 * itself. One lost in a crash leaves an older one, just as true. */
 	io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
-	sstf__ring_tag(sqe, f->slot, SSTF__OP_CKPT, 0);
+	sstf__ring_tag(sqe, f->slot, SSTF__OP_FSYNC, SSTF__FSYNC_CKPT);
 	f->ckpt_syncing = true;
 }
 
@@ -767,11 +840,13 @@ void sstf__file_on_cqe(struct sstf_engine *e, struct sstf__file *f, enum sstf__o
 	case SSTF__OP_CHECK_READ:
 		on_check_read(e, f, aux, res);
 		return; /* it steps f itself */
-	case SSTF__OP_CKPT:
-		on_checkpoint_synced(e, f, res);
-		break;
+	case SSTF__OP_OPEN:
+		on_open(e, f, aux, res);
+		return; /* so does this */
 	case SSTF__OP_FSYNC:
-		if (res < 0)
+		if (aux == SSTF__FSYNC_CKPT)
+			on_checkpoint_synced(e, f, res);
+		else if (res < 0)
 			sstf__file_fail(f, res, "fdatasync failed");
 		break;
 	case SSTF__OP_RENAME:
@@ -947,8 +1022,9 @@ wait:
 	}
 	bool sync = e->cfg.fsync != SSTF_OFF;
 	switch (f->phase) {
+	case SSTF__X_OPEN:
 	case SSTF__X_CHECK:
-		return; /* its reads drive it */
+		return; /* its open, or its reads, drive it */
 	case SSTF__X_FETCH: {
 		if ((f->next_part < f->entry->size || !f->parted) && !f->preverified) {
 			/* Parts left and no stream on them: the first one
