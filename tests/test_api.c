@@ -350,24 +350,30 @@ Test(api, allocator_hooks_see_every_allocation_and_get_all_back,
  * path does no allocation per chunk. The same 16 names fetched once at about
  * 100 KiB each and once at 4 MiB each (40x the bytes, 64x the 64 KiB
  * buffers) must cost exactly the same number of allocations.
+ *
+ * allocs_for_one_gen() fetches d's files from src into dest, every one with
+ * its XXH3 digest, and returns the allocations the hooks saw from submit to
+ * the generation's end (waiting at most wait_ms for it); on_file_done (may
+ * be NULL) gets user. What it fetched stays in dest.
  */
-static long allocs_for_one_gen(sstf_engine *eng, const struct dataset *d, const char *src)
+static long allocs_for_one_gen(sstf_engine *eng, const struct dataset *d, const char *src,
+                               int wait_ms, sstf_file_done_cb on_file_done, void *user)
 {
 	pthread_mutex_lock(&tr.mu);
 	long before = tr.allocs + tr.aligned_allocs;
 	pthread_mutex_unlock(&tr.mu);
 	struct sstf_file *files = ds_batch_new(d, src, SSTF_DIGEST_XXH3);
 	cr_assert_not_null(files);
-	struct sstf_batch b = { .dest_dir = dest, .files = files, .nfiles = d->n };
+	struct sstf_batch b = { .dest_dir = dest, .files = files, .nfiles = d->n,
+	                        .on_file_done = on_file_done, .user = user };
 	uint64_t gen = 0;
 	cr_assert_eq(sstf_submit(eng, &b, &gen), 0);
 	ds_batch_free(files, d->n, 1);
-	int res = sstf_wait(eng, gen, WAIT_MS);
+	int res = sstf_wait(eng, gen, wait_ms);
 	cr_assert_eq(res, 0, "%s", sstf_strerror(res));
 	pthread_mutex_lock(&tr.mu);
 	long after = tr.allocs + tr.aligned_allocs;
 	pthread_mutex_unlock(&tr.mu);
-	cr_assert_eq(ds_empty_dir(dest), 0);
 	return after - before;
 }
 
@@ -390,8 +396,9 @@ Test(api, allocations_do_not_grow_with_file_size, .init = data_init, .fini = dat
 	cfg.allocator = &hooks;
 	sstf_engine *eng = NULL;
 	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
-	long small_allocs = allocs_for_one_gen(eng, &ds, base);
-	long big_allocs = allocs_for_one_gen(eng, &big, big_base);
+	long small_allocs = allocs_for_one_gen(eng, &ds, base, WAIT_MS, NULL, NULL);
+	cr_assert_eq(ds_empty_dir(dest), 0);
+	long big_allocs = allocs_for_one_gen(eng, &big, big_base, WAIT_MS, NULL, NULL);
 	cr_assert_gt(small_allocs, 0, "a generation allocated nothing through the hooks?");
 	cr_assert_eq(small_allocs, big_allocs,
 	             "%ld allocations for 1.6 MiB, %ld for 64 MiB of the same names",
@@ -399,6 +406,141 @@ Test(api, allocations_do_not_grow_with_file_size, .init = data_init, .fini = dat
 	sstf_engine_free(eng);
 	ds_destroy(&big);
 	free(big_base);
+}
+
+/*
+ * Invariant 6 over the number of files: per-file metadata lives in the
+ * generation's one arena, so the allocations of a generation do not grow
+ * with its files either. The engine allocates three blocks per generation of
+ * two or more files, whatever their count: the pointer array that finds a
+ * duplicate name at submit (freed there), the generation and its arena (the
+ * sweep of DEST/.sstf allocates only for other writers' files: none here);
+ * no file, stream, write or publish allocates. So 100,000 files of 1 to 16
+ * KiB (random sizes, each with its XXH3 digest) over file:// must cost
+ * exactly what the first 100 of them cost on the same engine: zero
+ * allocations per file, the tightest bound there is. Every file is reported
+ * once with result 0, and the destination holds the 100,000 files,
+ * byte-identical, and nothing else. fsync stays on (the default): a
+ * publish's fdatasync and directory fsync are part of what must not
+ * allocate.
+ */
+#define MANY_FILES 100000
+/* A hang guard: on a disk shared with other jobs the generation took up
+ * to 100 s here; what is left of meson's 900 s is for making and removing
+ * the 200,000 files. */
+#define MANY_WAIT_MS 600000
+
+static struct dataset many;
+
+static void many_fini(void)
+{
+	ds_destroy(&many);
+	data_fini();
+}
+
+struct many_rec {
+	atomic_uchar *seen; /* reports per batch index */
+	atomic_long reports, failed, bad_index;
+	/* The first failure, written by its report only, read after sstf_wait. */
+	size_t first_index;
+	int first_result;
+	char first_detail[256];
+};
+
+static void many_file_done(void *user, uint64_t gen, const struct sstf_file_result *r)
+{
+	struct many_rec *m = user;
+	atomic_fetch_add(&m->reports, 1);
+	if (r->index >= MANY_FILES) {
+		atomic_fetch_add(&m->bad_index, 1);
+		return;
+	}
+	atomic_fetch_add(&m->seen[r->index], 1);
+	if (r->result == 0)
+		return;
+	if (atomic_fetch_add(&m->failed, 1) == 0) {
+		m->first_index = r->index;
+		m->first_result = r->result;
+		snprintf(m->first_detail, sizeof(m->first_detail), "%s", r->detail);
+	}
+}
+
+Test(api, a_100k_file_set_is_verified_with_allocations_bounded_per_file, .init = data_init,
+     .fini = many_fini)
+{
+	pthread_mutex_init(&tr.mu, NULL);
+	static uint64_t sizes[MANY_FILES];
+	uint64_t x = 0x100000;
+	for (size_t i = 0; i < MANY_FILES; i++) {
+		x ^= x << 13; /* xorshift64: sizes of 1 KiB to 16 KiB, odd ones too */
+		x ^= x >> 7;
+		x ^= x << 17;
+		sizes[i] = 1 * KIB + x % (15 * KIB + 1);
+	}
+	cr_assert_eq(ds_create(&many, "api-many", MANY_FILES, NULL, sizes, 44), 0);
+	char *many_base = ds_strfmt("file://%s", many.dir);
+	struct dataset first100 = many; /* a view: the first 100 files */
+	first100.n = 100;
+
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.buf_size = 64 * KIB;
+	cfg.max_transfers = 16;
+	cfg.mem_limit = 32 * 64 * KIB;
+	cfg.allocator = &hooks;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+
+	long allocs_100 = allocs_for_one_gen(eng, &first100, many_base, WAIT_MS, NULL, NULL);
+	cr_assert_eq(ds_empty_dir(dest), 0);
+
+	struct many_rec m = { .first_result = 0 };
+	m.seen = calloc(MANY_FILES, sizeof(*m.seen));
+	cr_assert_not_null(m.seen);
+	atomic_init(&m.reports, 0);
+	atomic_init(&m.failed, 0);
+	atomic_init(&m.bad_index, 0);
+	long allocs_100k =
+	    allocs_for_one_gen(eng, &many, many_base, MANY_WAIT_MS, many_file_done, &m);
+
+	cr_expect_eq(atomic_load(&m.reports), MANY_FILES, "%ld reports for %d files",
+	             atomic_load(&m.reports), MANY_FILES);
+	cr_expect_eq(atomic_load(&m.bad_index), 0, "%ld reports with an index past the batch",
+	             atomic_load(&m.bad_index));
+	long failed = atomic_load(&m.failed);
+	cr_expect_eq(failed, 0, "%ld files failed, the first '%s': %d (%s) %s", failed,
+	             failed ? many.files[m.first_index].name : "", m.first_result,
+	             sstf_strerror(m.first_result), m.first_detail);
+	size_t unreported = 0, twice = 0, first_off = 0;
+	for (size_t i = 0; i < MANY_FILES; i++) {
+		unsigned char n = atomic_load(&m.seen[i]);
+		if (n != 1 && !unreported && !twice)
+			first_off = i;
+		unreported += n == 0;
+		twice += n > 1;
+	}
+	cr_expect(unreported == 0 && twice == 0,
+	          "%zu files never reported, %zu more than once (the first: %s)", unreported, twice,
+	          many.files[first_off].name);
+	free(m.seen);
+	char why[PATH_MAX + 128];
+	cr_expect_eq(ds_check_dest(&many, dest, NULL, many.n, why, sizeof(why)), 0, "%s", why);
+
+	cr_log_info("allocations through the hooks: %ld for 100 files, %ld for %d", allocs_100,
+	            allocs_100k, MANY_FILES);
+	cr_expect_gt(allocs_100, 0, "a generation allocated nothing through the hooks?");
+	cr_expect_eq(allocs_100k, allocs_100,
+	             "%ld allocations for 100 files, %ld for %d files of the same set: %+ld "
+	             "for %d more files",
+	             allocs_100, allocs_100k, MANY_FILES, allocs_100k - allocs_100,
+	             MANY_FILES - 100);
+	sstf_engine_free(eng);
+	pthread_mutex_lock(&tr.mu);
+	cr_expect_eq(tr.live, 0, "%ld allocations (%zu bytes) not given back to free_fn", tr.live,
+	             tr.live_bytes);
+	cr_expect_eq(tr.overflow, 0, "tracker full");
+	pthread_mutex_unlock(&tr.mu);
+	free(many_base);
 }
 
 /* ------------------------------------------------------------------------ */
