@@ -14,9 +14,11 @@
  * loopback (tools/origin.sh): a dataset of --files random files is made,
  * then for each --transfers value N in turn (A B A B ...), --iters times:
  * submit the whole dataset to an engine with max_transfers = N, wait until
- * --cancel-at bytes of it are written, and time sstf_cancel() from call to
- * return. After each cancel the bench checks that no temporary file is left.
- * The origin and every temporary directory are removed at exit.
+ * --cancel-at bytes of it are written (or N x --cancel-per-xfer, when that
+ * is more: 4 MiB into a generation of 64 transfers, about half of them have
+ * not received a byte yet), and time sstf_cancel() from call to return. After
+ * each cancel the bench checks that no temporary file is left. The origin
+ * and every temporary directory are removed at exit.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -46,6 +48,7 @@ static struct {
 	uint64_t filesize;
 	uint64_t buf;
 	uint64_t cancel_at;
+	uint64_t cancel_per_xfer;
 	const char *dir;
 	const char *origin_sh;
 	const char *json;
@@ -68,6 +71,10 @@ static const struct bu_opt opts[] = {
 	 "part 2: engine buffer size (buf_size)"},
 	{"cancel-at", BU_SIZE, &opt.cancel_at, "4M", 1, 0,
 	 "part 2: cancel once this many bytes of the generation are written"},
+	{"cancel-per-xfer", BU_SIZE, &opt.cancel_per_xfer, "256K", 0, 0,
+	 "part 2: cancel no earlier than N x this many bytes written (N: the"
+	 " --transfers value), so that many transfers are past their start; 0:"
+	 " --cancel-at only"},
 	{"dir", BU_STR, &opt.dir, "/var/tmp", 0, 0,
 	 "part 2: where the dataset and destination directories are made"},
 	{"origin-sh", BU_STR, &opt.origin_sh, BENCH_ORIGIN_SH, 0, 0,
@@ -84,15 +91,17 @@ static const struct bu_prog prog = {
 	"Part 2: cancel-to-drained latency. Starts nginx on loopback with\n"
 	"--origin-sh, makes a dataset of --files random files under --dir, then\n"
 	"repeatedly submits it with max_transfers=N, waits until --cancel-at bytes\n"
-	"are written and times sstf_cancel() from call to return (p50/p99/max),\n"
-	"checking that no temporary file is left behind.",
+	"(or N x --cancel-per-xfer, when more) are written and times sstf_cancel()\n"
+	"from call to return (p50/p99/max), checking that no temporary file is\n"
+	"left behind.",
 	" Two tables on stdout. Churn: op, ns/op and Mops/s (median, min, max over\n"
-	" --runs). Cancel: transfers, samples, p50/p99/max/mean in microseconds,\n"
-	" median MiB and files done at the cancel, stale completions, temporary\n"
-	" files left (must be 0). Then JSON (see --json): {\"bench\", \"version\",\n"
-	" \"params\", \"churn\": [{\"op\", \"ns_per_op\": {median,min,max,mean,n},\n"
-	" \"mops\": {...}}], \"cancel\": [{\"transfers\", \"samples\", \"missed\",\n"
-	" \"latency_us\": {\"p50\", \"p99\", \"max\", \"min\", \"mean\"}, ...}]}",
+	" --runs). Cancel: transfers, bytes written at the cancel threshold,\n"
+	" samples, p50/p99/max/mean in microseconds, median MiB and files done at\n"
+	" the cancel, stale completions, temporary files left (must be 0). Then\n"
+	" JSON (see --json): {\"bench\", \"version\", \"params\", \"churn\": [{\"op\",\n"
+	" \"ns_per_op\": {median,min,max,mean,n}, \"mops\": {...}}], \"cancel\":\n"
+	" [{\"transfers\", \"cancel_at\", \"samples\", \"missed\", \"latency_us\":\n"
+	" {\"p50\", \"p99\", \"max\", \"min\", \"mean\"}, ...}]}",
 };
 
 static volatile sig_atomic_t interrupted;
@@ -414,6 +423,7 @@ struct cancel_result {
 	unsigned leftover; /* temporary files found after a cancel */
 	unsigned errors;   /* cancel returned an error or did not cancel */
 	uint64_t stale0, stale1;
+	uint64_t cancel_at; /* bytes written at which this row cancels */
 };
 
 /* One submit + cancel on e. */
@@ -437,7 +447,7 @@ static void cancel_once(sstf_engine *e, const struct dataset *d, const char *des
 	struct sstf_progress p = {0};
 	uint64_t deadline = bu_now_ns() + 30ull * 1000000000u;
 	for (;;) {
-		if (sstf_progress(e, gen, &p) < 0 || p.bytes_done >= opt.cancel_at ||
+		if (sstf_progress(e, gen, &p) < 0 || p.bytes_done >= res->cancel_at ||
 		    p.files_done + p.files_failed == p.files_total)
 			break;
 		if (interrupted || bu_now_ns() > deadline)
@@ -547,19 +557,24 @@ static json_t *run_cancel(void)
 		struct sstf_stats st;
 		sstf_stats(eng[i], &st);
 		res[i].stale0 = st.stale_completions;
+		res[i].cancel_at = opt.cancel_at;
+		if (opt.cancel_per_xfer && (uint64_t)n * opt.cancel_per_xfer > res[i].cancel_at)
+			res[i].cancel_at = (uint64_t)n * opt.cancel_per_xfer;
 	}
 
-	fprintf(stderr, "bench-slots: %llu cancels per transfers value, cancel at %llu bytes\n",
-	        (unsigned long long)opt.iters, (unsigned long long)opt.cancel_at);
+	fprintf(stderr,
+	        "bench-slots: %llu cancels per transfers value, cancel at %llu bytes or N x %llu\n",
+	        (unsigned long long)opt.iters, (unsigned long long)opt.cancel_at,
+	        (unsigned long long)opt.cancel_per_xfer);
 	for (uint64_t it = 0; it < opt.iters && !interrupted; it++)
 		for (unsigned i = 0; i < nt && !interrupted; i++)
 			cancel_once(eng[i], &d, dest[i], &res[i]);
 
-	static const char *const head[] = {"transfers", "samples", "p50 us",   "p99 us",
-	                                   "max us",    "mean us", "MiB done", "files done",
-	                                   "missed",    "stale",   "tmp left"};
+	static const char *const head[] = {"transfers", "cancel at", "samples", "p50 us",
+	                                   "p99 us",    "max us",    "mean us", "MiB done",
+	                                   "files done", "missed",   "stale",   "tmp left"};
 	struct bu_table tab;
-	bu_table_init(&tab, 11, head);
+	bu_table_init(&tab, 12, head);
 	json_t *arr = json_array();
 	for (unsigned i = 0; i < nt; i++) {
 		struct sstf_stats st;
@@ -575,6 +590,7 @@ static json_t *run_cancel(void)
 		double p99 = bu_percentile(r->lat_us, r->samples, 99);
 		unsigned long long stale = (unsigned long long)(r->stale1 - r->stale0);
 		bu_table_cell(&tab, "%llu", (unsigned long long)opt.transfers.v[i]);
+		bu_table_cell(&tab, "%lluK", (unsigned long long)(r->cancel_at >> 10));
 		bu_table_cell(&tab, "%u", r->samples);
 		bu_table_cell(&tab, "%.0f", p50);
 		bu_table_cell(&tab, "%.0f", p99);
@@ -587,9 +603,10 @@ static json_t *run_cancel(void)
 		bu_table_cell(&tab, "%u", r->leftover);
 		json_array_append_new(
 			arr,
-			json_pack("{s:I, s:I, s:I, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:f, s:f, "
+			json_pack("{s:I, s:I, s:I, s:I, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:f, s:f, "
 		                  "s:I, s:I}",
-		                  "transfers", (json_int_t)opt.transfers.v[i], "samples",
+		                  "transfers", (json_int_t)opt.transfers.v[i], "cancel_at",
+		                  (json_int_t)r->cancel_at, "samples",
 		                  (json_int_t)r->samples, "missed", (json_int_t)r->missed, "errors",
 		                  (json_int_t)r->errors, "latency_us", "p50", p50, "p99", p99,
 		                  "max", s.max, "min", s.min, "mean", s.mean,
@@ -601,9 +618,10 @@ static json_t *run_cancel(void)
 		free(r->files_done);
 	}
 	printf("\ncancel-to-drained (sstf_cancel call to return; %llu x %s files, buf %lluK,"
-	       " cancel at %lluK written)\n",
+	       " cancel at the larger of %lluK and N x %lluK written)\n",
 	       (unsigned long long)opt.files, fsz, (unsigned long long)(opt.buf >> 10),
-	       (unsigned long long)(opt.cancel_at >> 10));
+	       (unsigned long long)(opt.cancel_at >> 10),
+	       (unsigned long long)(opt.cancel_per_xfer >> 10));
 	bu_table_print(&tab, stdout);
 	bu_table_free(&tab);
 
@@ -640,12 +658,13 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < opt.transfers.n; i++)
 		json_array_append_new(tl, json_integer((json_int_t)opt.transfers.v[i]));
 	json_t *root = json_pack(
-		"{s:s, s:s, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:s}, s:o, s:o}",
+		"{s:s, s:s, s:{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:s}, s:o, s:o}",
 		"bench", "bench-slots", "version", SSTF_VERSION_STRING, "params", "table_xfers",
 		(json_int_t)opt.table_xfers, "churn_ops", (json_int_t)opt.churn, "runs",
 		(json_int_t)opt.runs, "transfers", tl, "iters", (json_int_t)opt.iters, "files",
 		(json_int_t)opt.files, "filesize", (json_int_t)opt.filesize, "buf_size",
-		(json_int_t)opt.buf, "cancel_at", (json_int_t)opt.cancel_at, "dir", opt.dir,
+		(json_int_t)opt.buf, "cancel_at", (json_int_t)opt.cancel_at, "cancel_per_xfer",
+		(json_int_t)opt.cancel_per_xfer, "dir", opt.dir,
 		"churn", churn, "cancel", cancel);
 	int ret = bu_json_emit(root, opt.json);
 	json_decref(root);

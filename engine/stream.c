@@ -16,7 +16,8 @@
  * buffers are written at once and held until the frontier reaches them.
  * Frontier streams (at most one per file, files at most max_transfers, the
  * pool at least two buffers per transfer) thus always find a buffer once
- * the writes in flight complete: no stream waits for ever.
+ * the writes in flight complete: no stream waits for ever. A stream whose
+ * generation is being cancelled takes no bytes at all (cancel_pending).
  *
  * Retries. An attempt that fails for a transient reason (the source says
  * which) is retried on the rest of its part, keeping every byte accepted:
@@ -89,6 +90,21 @@ static bool buffers_for(struct sstf_engine *e, const struct sstf__stream *s, uin
 	if (e->pool.nfree < n)
 		return false;
 	return sstf__stream_at_frontier(s) || e->pool.ahead + n <= e->pool.ahead_max;
+}
+
+/*
+ * True, with s paused, when s's generation is being cancelled: sstf_cancel()
+ * sets the flag before it queues the command, so the loop takes the cancel
+ * at its next pass. Meanwhile s takes no more bytes, so that the loop does
+ * not spend the rest of its turn filling (and queueing writes of) buffers
+ * the cancel will throw away.
+ */
+static bool cancel_pending(struct sstf_engine *e, struct sstf__stream *s)
+{
+	if (!atomic_load_explicit(&s->file->gen->cancel_requested, memory_order_relaxed))
+		return false;
+	pause_push(e, s, SSTF__WAIT_BUFFER);
+	return true;
 }
 
 /* Takes n tokens for s, or pauses it for them: true when it may go on. */
@@ -235,6 +251,8 @@ int sstf__stream_data(struct sstf_engine *e, struct sstf__stream *s, const void 
 		return -1;
 	if (f->err)
 		return refuse(e, s);
+	if (cancel_pending(e, s))
+		return 1;
 	/* Body bytes below pos, from an origin that sent the whole object:
 	 * dropped, but only once the rest is taken (a pause sends them all
 	 * again). */
@@ -286,6 +304,8 @@ uint8_t *sstf__stream_buffer(struct sstf_engine *e, struct sstf__stream *s, uint
                              int *idx)
 {
 	size_t bs = e->pool.bs;
+	if (cancel_pending(e, s))
+		return NULL;
 	if (s->cur_buf < 0) {
 		if (!buffers_for(e, s, 1)) {
 			pause_push(e, s, SSTF__WAIT_BUFFER);
