@@ -294,18 +294,27 @@ static int run_gen(sstf_engine *eng, int cancel)
 	return res;
 }
 
+/* An engine whose every allocation goes through the hooks: 64 KiB buffers,
+ * two per transfer. */
+static sstf_engine *hooked_engine(unsigned transfers, enum sstf_switch fsync)
+{
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.buf_size = 64 * KIB;
+	cfg.max_transfers = transfers;
+	cfg.mem_limit = 2 * transfers * 64 * KIB;
+	cfg.fsync = fsync;
+	cfg.allocator = &hooks;
+	sstf_engine *eng = NULL;
+	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	return eng;
+}
+
 Test(api, allocator_hooks_see_every_allocation_and_get_all_back,
      .init = data_init, .fini = data_fini)
 {
 	pthread_mutex_init(&tr.mu, NULL);
-	struct sstf_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.buf_size = 64 * KIB;
-	cfg.max_transfers = 4;
-	cfg.mem_limit = 8 * 64 * KIB;
-	cfg.allocator = &hooks;
-	sstf_engine *eng = NULL;
-	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	sstf_engine *eng = hooked_engine(4, SSTF_DEFAULT);
 	cr_expect_gt(tr.allocs + tr.aligned_allocs, 0, "the engine allocated nothing through the hooks");
 
 	cr_expect_eq(run_gen(eng, 0), 0);
@@ -387,15 +396,7 @@ Test(api, allocations_do_not_grow_with_file_size, .init = data_init, .fini = dat
 	cr_assert_eq(ds_create(&big, "api-big", 16, NULL, sizes, 43), 0);
 	char *big_base = ds_strfmt("file://%s", big.dir);
 
-	struct sstf_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.buf_size = 64 * KIB;
-	cfg.max_transfers = 4;
-	cfg.mem_limit = 8 * 64 * KIB;
-	cfg.fsync = SSTF_OFF;
-	cfg.allocator = &hooks;
-	sstf_engine *eng = NULL;
-	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	sstf_engine *eng = hooked_engine(4, SSTF_OFF);
 	long small_allocs = allocs_for_one_gen(eng, &ds, base, WAIT_MS, NULL, NULL);
 	cr_assert_eq(ds_empty_dir(dest), 0);
 	long big_allocs = allocs_for_one_gen(eng, &big, big_base, WAIT_MS, NULL, NULL);
@@ -482,14 +483,7 @@ Test(api, a_100k_file_set_is_verified_with_allocations_bounded_per_file, .init =
 	struct dataset first100 = many; /* a view: the first 100 files */
 	first100.n = 100;
 
-	struct sstf_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.buf_size = 64 * KIB;
-	cfg.max_transfers = 16;
-	cfg.mem_limit = 32 * 64 * KIB;
-	cfg.allocator = &hooks;
-	sstf_engine *eng = NULL;
-	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	sstf_engine *eng = hooked_engine(16, SSTF_DEFAULT);
 
 	long allocs_100 = allocs_for_one_gen(eng, &first100, many_base, WAIT_MS, NULL, NULL);
 	cr_assert_eq(ds_empty_dir(dest), 0);

@@ -206,14 +206,22 @@ static void syncs_per_dir(uint64_t gen, size_t out[4])
 				out[k]++;
 }
 
+/* Small buffers, `transfers` at once, the given fsync mode. */
+static struct sstf_config durability_config(unsigned transfers, enum sstf_switch fsync)
+{
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_transfers = transfers;
+	cfg.buf_size = 64 * 1024;
+	cfg.fsync = fsync;
+	return cfg;
+}
+
 TestSuite(durability, .init = data_init, .fini = data_fini);
 
 Test(durability, fsync_on_reports_each_file_after_a_directory_sync_begun_after_its_rename)
 {
-	struct sstf_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.max_transfers = 8;
-	cfg.buf_size = 64 * 1024;
+	struct sstf_config cfg = durability_config(8, SSTF_DEFAULT);
 	uint64_t gen = run_batch(&cfg);
 	size_t syncs = check_order(gen);
 	cr_assert_gt(syncs, 0);
@@ -224,11 +232,7 @@ Test(durability, fsync_on_reports_each_file_after_a_directory_sync_begun_after_i
 
 Test(durability, fsync_batch_syncs_each_directory_once_and_reports_files_after_it)
 {
-	struct sstf_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.max_transfers = 8;
-	cfg.buf_size = 64 * 1024;
-	cfg.fsync = SSTF_FSYNC_BATCH;
+	struct sstf_config cfg = durability_config(8, SSTF_FSYNC_BATCH);
 	uint64_t gen = run_batch(&cfg);
 	check_order(gen);
 	size_t per[4];
@@ -259,11 +263,7 @@ Test(durability, fsync_batch_syncs_each_directory_once_and_reports_files_after_i
  */
 Test(durability, fsync_batch_without_a_free_directory_slot_syncs_per_file)
 {
-	struct sstf_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.max_transfers = 1;
-	cfg.buf_size = 64 * 1024;
-	cfg.fsync = SSTF_FSYNC_BATCH;
+	struct sstf_config cfg = durability_config(1, SSTF_FSYNC_BATCH);
 	/* A dataset of its own: eight directories. */
 	ds_destroy(&ds);
 	enum { N = 64 };
