@@ -382,15 +382,15 @@ static void grow_streams(struct sstf_engine *e);
 void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f)
 {
 	f->on_grow = true;
-	if (f->grow_listed)
-		return;
-	f->grow_listed = true;
-	f->grow_next = NULL;
-	if (e->grow_tail)
-		e->grow_tail->grow_next = f;
-	else
-		e->grow_head = f;
-	e->grow_tail = f;
+	if (!f->grow_listed) {
+		f->grow_listed = true;
+		f->grow_next = NULL;
+		if (e->grow_tail)
+			e->grow_tail->grow_next = f;
+		else
+			e->grow_head = f;
+		e->grow_tail = f;
+	}
 	/* At once, with the slots free now: a file starts fetching when its
 	 * temporary file's open completes, and by the next run phase its
 	 * first stream may well have taken every part already. */
@@ -399,11 +399,17 @@ void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f)
 
 /* Gives free stream slots to files that want more streams, in order. A
  * file that no longer wants any (ended, failed, fell back to one stream,
- * no parts left) leaves the list. */
+ * no parts left) leaves the list. A split file whose temporary is still
+ * being opened holds the list, and start_pending starts no other file
+ * meanwhile: the slots free now are its, or the files started behind it
+ * (largest first, the small ones behind) would take them all, and its one
+ * stream would fetch every part alone. */
 static void grow_streams(struct sstf_engine *e)
 {
 	while (e->grow_head) {
 		struct sstf__file *f = e->grow_head;
+		if (f->on_grow && !f->err && f->phase == SSTF__X_OPEN)
+			return;
 		bool wants = f->on_grow && f->phase == SSTF__X_FETCH && !f->err && !f->single &&
 		             !f->restart && f->nstreams < f->want_streams &&
 		             f->next_part < f->entry->size;
@@ -432,7 +438,7 @@ static void start_pending(struct sstf_engine *e)
 		struct sstf__gen *g = e->run_head;
 		/* A file needs its slot and its first stream's. */
 		if (e->slots.used[SSTF__SLOT_FILE] == e->nfiles ||
-		    e->slots.used[SSTF__SLOT_STREAM] == e->nstreams)
+		    e->slots.used[SSTF__SLOT_STREAM] == e->nstreams || e->grow_head)
 			return;
 		struct sstf__slot *fs = sstf__slot_alloc(&e->slots, SSTF__SLOT_FILE, g, g->id);
 		struct sstf__slot *ss = sstf__slot_alloc(&e->slots, SSTF__SLOT_STREAM, g, g->id);

@@ -190,6 +190,7 @@ static void finish(struct sstf_engine *e, struct sstf__file *f, int result);
 static void begin_fetch(struct sstf_engine *e, struct sstf__file *f);
 static void stop_streams(struct sstf_engine *e, struct sstf__file *f);
 static void start_fetch(struct sstf_engine *e, struct sstf__file *f);
+static unsigned streams_wanted(struct sstf_engine *e, const struct sstf__file *f);
 static void resume_at(struct sstf__file *f, uint64_t offset);
 static void discard_partial(struct sstf__file *f);
 static void issue_check_read(struct sstf_engine *e, struct sstf__file *f);
@@ -435,6 +436,12 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 		            OPEN_IN_PLACE);
 	else
 		begin_fetch(e, f);
+	/* A split file keeps the free stream slots while it opens (see
+	 * grow_streams); start_fetch asks for them again. */
+	if (f->phase == SSTF__X_OPEN && streams_wanted(e, f) > 1) {
+		f->want_streams = streams_wanted(e, f);
+		sstf__engine_want_streams(e, f);
+	}
 }
 
 /* An SSTF__OP_OPEN completed: res is the fd, or -errno. */

@@ -10,7 +10,8 @@
  * rest of that range (the origin's request log tiles the file); an origin
  * that ignores ranges still gets the file whole (one stream); a cancel
  * while the streams of a split file trickle in returns and leaves no
- * temporary.
+ * temporary; a split file started first gets all its streams although
+ * slow small files behind it wait for streams too.
  * Retry-After: the wait the origin asks for (seconds and HTTP-date) is
  * kept, measured on the origin's request log; one past the engine's 60 s
  * cap fails at once and says so.
@@ -894,6 +895,45 @@ Test(split, connections_are_kept_from_one_file_to_the_next)
 	              "%u connections for %d files over %u streams", conns, MAXF,
 	              cfg.max_transfers);
 	files_free(files, MAXF);
+	free(which);
+}
+
+/*
+ * A split file started first gets its streams before the files behind it
+ * take them. Files start largest first, and a file's temporary is opened
+ * through the ring: without the reservation the small files started
+ * meanwhile hold every other stream (the origin trickles their bodies),
+ * and the big file's one stream fetches all its parts alone.
+ */
+Test(split, a_split_file_started_first_gets_its_streams_before_small_files)
+{
+	enum { NSMALL = 12, TRANSFERS = 4, SPLIT = 4 };
+	uint64_t sizes[NSMALL + 1];
+	sizes[0] = 16 * BUF * SPLIT; /* 16 parts of 4 buffers: more than SPLIT */
+	for (size_t k = 1; k <= NSMALL; k++)
+		sizes[k] = 8 * KIB + k;
+	make_dataset(sizes, NSMALL + 1, 0xf1257);
+	fo = origin_on(ds.dir);
+	for (size_t k = 1; k <= NSMALL; k++)
+		set_fault_on(fo, k, (struct fault){.kind = FAULT_SLOW, .at = 0, .rate = 32 * KIB});
+	size_t *which = iota(NSMALL + 1);
+	const char *bases[] = {fault_origin_url(fo)};
+	/* The small files last in the array: the order is the engine's. */
+	struct sstf_file *files = files_new(which, NSMALL + 1, bases, 1);
+	struct sstf_config cfg = split_config(SPLIT, TRANSFERS, 4);
+	sstf_engine *eng = engine_new(&cfg);
+	cr_assert_gt(parts_of(eng, sizes[0]), SPLIT);
+	struct rec r;
+	int res = fetch(eng, files, NSMALL + 1, &r);
+	cr_expect_eq(res, 0, "batch %d (%s)", res, sstf_strerror(res));
+	cr_expect_eq(r.f[0].streams, SPLIT,
+	             "the %" PRIu64 "-byte file ran on %u stream(s) of %d, with %d small files "
+	             "trickling in behind it",
+	             sizes[0], r.f[0].streams, SPLIT, NSMALL);
+	expect_dest(which, NSMALL + 1, "split first");
+	pthread_mutex_destroy(&r.mu);
+	engine_free_checked(eng);
+	files_free(files, NSMALL + 1);
 	free(which);
 }
 
