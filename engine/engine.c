@@ -806,10 +806,11 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 		goto fail;
 
 	/* Streams count against max_transfers: a file takes one stream to
-	 * start, a split file more while they are free. A verified file
-	 * gives its stream back and keeps only its file slot while it is
-	 * synced and renamed (on small files that takes longer than the
-	 * fetch), so there are up to three file slots per stream, and a
+	 * start, a split file more while they are free. A file whose bytes
+	 * are in and verified gives its stream back and keeps only its file
+	 * slot while its writes land and it is synced and renamed (on small
+	 * files that takes longer than the fetch), so there are up to three
+	 * file slots per stream, and a
 	 * directory slot per file slot (dirsync.c), as the tag's slot bits
 	 * allow. */
 	e->nstreams = cfg.max_transfers;

@@ -558,6 +558,9 @@ struct sstf__file {
 	bool preverified; /* an adopted whole file its publish record vouches
 	                     for: verify checks its length only */
 	bool renamed;  /* the final name now holds the file */
+	int8_t digest; /* the digest of what was received: 0 not computed yet,
+	                  1 it matched, -1 it did not (computed once: MD5's
+	                  final ends its context) */
 	uint64_t resumed_from;
 	uint64_t checked;   /* CHECK: bytes hashed so far */
 	uint64_t check_len; /* CHECK: bytes to hash */
@@ -723,13 +726,15 @@ void sstf__dirs_release_gen(struct sstf_engine *e, struct sstf__gen *g);
  * `path` and `len` name the renamed file, or the synced directory (len 0:
  * dest_dir); `slot` is the index of the slot that carries the sync (a
  * slot has one sync in flight at most, so a DONE belongs to the last START
- * of its slot); `res` is the sync's result. Set it before any engine
- * exists. Release builds have no hook.
+ * of its slot); `res` is the sync's result. STREAMS_GIVEN names a file
+ * whose streams left before its writes landed, `res` its writes then.
+ * Set it before any engine exists. Release builds have no hook.
  */
 enum sstf__hook_event {
 	SSTF__HOOK_RENAMED,
 	SSTF__HOOK_DIRSYNC_START,
 	SSTF__HOOK_DIRSYNC_DONE,
+	SSTF__HOOK_STREAMS_GIVEN,
 };
 #ifdef SSTF_TEST_HOOKS
 extern void (*sstf__test_hook)(enum sstf__hook_event ev, uint64_t gen, const char *path,

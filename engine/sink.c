@@ -378,6 +378,7 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 	f->dir_wait = f->deferred = false;
 	f->direct = f->checking = f->renamed = false;
 	f->skipped = f->refetched = f->preverified = false;
+	f->digest = 0;
 	f->retries = 0;
 	f->received = f->checked = f->check_len = f->resumed_from = 0;
 	f->frontier = f->next_part = 0;
@@ -910,9 +911,10 @@ static void finish(struct sstf_engine *e, struct sstf__file *f, int result)
 	sstf__engine_gen_check(e, g);
 }
 
-/* Length and digest. 0: f may be published; else the error, with f->err
- * left unset for a digest mismatch, which the caller may retry. */
-static int verify(struct sstf__file *f)
+/* Length and digest of what was hashed. 0: they match; else the error,
+ * with f->err left unset for a digest mismatch, which the caller may
+ * retry. The digest is computed once per attempt (f->digest). */
+static int check_digest(struct sstf__file *f)
 {
 	const struct sstf__entry *ent = f->entry;
 	if (f->frontier != ent->size) {
@@ -920,22 +922,37 @@ static int verify(struct sstf__file *f)
 		                f->frontier, ent->size);
 		return f->err;
 	}
-	if (ent->kind != SSTF_DIGEST_NONE && !f->preverified) {
-		struct sstf__digest got;
-		int hr = sstf__hasher_final(&f->hasher, &got);
-		if (hr < 0) {
-			hash_failed(f, hr);
-			return f->err;
-		}
-		if (!sstf__digest_equal(&got, &ent->digest)) {
-			char want_hex[33], got_hex[33];
-			sstf__digest_format(&ent->digest, want_hex);
-			sstf__digest_format(&got, got_hex);
-			snprintf(f->detail, sizeof(f->detail), "digest %s, expected %s%s", got_hex,
-			         want_hex, f->refetched ? ", twice (fetched again once)" : "");
-			return -SSTF_ECHECKSUM;
-		}
+	if (ent->kind == SSTF_DIGEST_NONE || f->preverified || f->digest > 0)
+		return 0;
+	if (f->digest < 0)
+		return -SSTF_ECHECKSUM; /* the detail is set */
+	struct sstf__digest got;
+	int hr = sstf__hasher_final(&f->hasher, &got);
+	if (hr < 0) {
+		hash_failed(f, hr);
+		return f->err;
 	}
+	if (!sstf__digest_equal(&got, &ent->digest)) {
+		char want_hex[33], got_hex[33];
+		sstf__digest_format(&ent->digest, want_hex);
+		sstf__digest_format(&got, got_hex);
+		snprintf(f->detail, sizeof(f->detail), "digest %s, expected %s%s", got_hex, want_hex,
+		         f->refetched ? ", twice (fetched again once)" : "");
+		f->digest = -1;
+		return -SSTF_ECHECKSUM;
+	}
+	f->digest = 1;
+	return 0;
+}
+
+/* check_digest, then (every write landed) the O_DIRECT tail cut. 0: f
+ * may be published. */
+static int verify(struct sstf__file *f)
+{
+	const struct sstf__entry *ent = f->entry;
+	int v = check_digest(f);
+	if (v < 0)
+		return v;
 	if (f->direct && (ent->size % DIRECT_ALIGN) && ftruncate(f->fd, (off_t)ent->size) < 0) {
 		sstf__file_fail(f, -errno, "cannot cut the O_DIRECT tail");
 		return f->err;
@@ -968,6 +985,7 @@ static bool refetch(struct sstf_engine *e, struct sstf__file *f)
 	f->received = f->frontier = f->next_part = f->resumed_from = 0;
 	f->parted = false;
 	f->ckpt_recorded = false;
+	f->digest = 0;
 	f->detail[0] = '\0';
 	f->http_status = 0;
 	(void)hash_reset(f); /* a failure ends f in start_fetch's step */
@@ -1005,6 +1023,26 @@ static bool streams_busy(const struct sstf__file *f)
 	return false;
 }
 
+/*
+ * Every byte of f was received and hashed, and the digest matched, while
+ * its last writes are still in flight: no stream has anything left to do
+ * for it, so they leave now and the next file takes their slots and
+ * connections. The file keeps its FILE slot until it is published; the
+ * buffers of its writes come back as the writes land. A mismatch keeps
+ * the streams: the refetch starts on the first one once the writes land.
+ */
+static void release_streams_early(struct sstf_engine *e, struct sstf__file *f)
+{
+	if (f->phase != SSTF__X_FETCH || !f->streams || f->err || f->restart || f->preverified ||
+	    !f->parted || f->next_part < f->entry->size || f->frontier != f->entry->size ||
+	    check_digest(f) != 0)
+		return;
+	SSTF__HOOK(SSTF__HOOK_STREAMS_GIVEN, f->gen->id, f->entry->name, strlen(f->entry->name),
+	           f->slot->index, (int)f->writes);
+	while (f->streams)
+		sstf__stream_detach(e, f->streams);
+}
+
 void sstf__file_step(struct sstf_engine *e, struct sstf__file *f)
 {
 	if (f->phase == SSTF__X_IDLE)
@@ -1021,8 +1059,12 @@ void sstf__file_step(struct sstf_engine *e, struct sstf__file *f)
 wait:
 	/* Nothing moves on while a stream runs, an operation is out or the
 	 * file waits for its directory's sync. */
-	if (streams_busy(f) || f->slot->inflight > 0 || f->dir_wait || (f->restart && !f->err))
+	if (streams_busy(f) || f->dir_wait || (f->restart && !f->err))
 		return;
+	if (f->slot->inflight > 0) {
+		release_streams_early(e, f);
+		return;
+	}
 	if (f->err) {
 		finish(e, f, f->err);
 		return;

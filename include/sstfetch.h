@@ -273,11 +273,13 @@ struct sstf_config {
 	unsigned max_transfers;       /* concurrent transfers (streams, each
 	                                 one request at a time); 16, at most
 	                                 SSTF_MAX_TRANSFERS. A file whose
-	                                 bytes are in and verified gives its
-	                                 stream to the next file while it is
-	                                 synced, renamed and its directory
-	                                 synced: up to 2 x max_transfers more
-	                                 files may be in those steps. */
+	                                 bytes are all in and match its
+	                                 digest gives its stream to the next
+	                                 file while its last writes land and
+	                                 it is synced, renamed and its
+	                                 directory synced: up to 2 x
+	                                 max_transfers more files may be in
+	                                 those steps. */
 	unsigned max_host_conns;      /* connections per origin host;
 	                                 max_transfers */
 	size_t buf_size;              /* bytes per I/O buffer, a power of two
