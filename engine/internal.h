@@ -463,6 +463,16 @@ bool sstf__partial_fits(const struct sstf__partial_key *p, const struct sstf__en
                                  frontier; counted in pool.ahead */
 #define SSTF__BUF_HASHED 8u  /* its bytes went into the file's hash */
 
+/*
+ * Bytes of file writes the engine keeps in the ring at once: a quarter of
+ * the pool, at least one buffer, at most SSTF__WRITE_BUDGET; the rest wait
+ * in commit order on the pool's write queue. A cancel cannot cut a write
+ * io-wq is already running, so this bounds what a cancel waits for
+ * (8 MiB is a few ms of disk), whatever the number of io-wq workers; a
+ * queued write is dropped at once. Small files' writes are far below it.
+ */
+#define SSTF__WRITE_BUDGET (8u << 20)
+
 struct sstf__pool {
 	uint8_t *mem;
 	size_t bs;
@@ -473,6 +483,16 @@ struct sstf__pool {
 	uint64_t *off;  /* file offset of each buffer's write */
 	uint32_t *done; /* bytes of each buffer's write done so far */
 	uint32_t *next; /* the held list of its file, by offset */
+	/* The engine's queue of writes waiting for the write budget, in
+	 * commit order (sink.c), and whose each one is. */
+	uint32_t *wnext;
+	struct sstf__file **wfile;
+	uint32_t wq_head, wq_tail; /* SSTF__NO_BUF when empty */
+	uint64_t wbytes;           /* bytes of the writes in the ring */
+	uint64_t wbytes_max;       /* the budget: SSTF__WRITE_BUDGET */
+	/* Writes that waited on the queue, and that were dropped there:
+	 * counted for the tests, which read them from another thread. */
+	_Atomic uint64_t wq_waited, wq_dropped;
 	uint8_t *flags; /* SSTF__BUF_* */
 	uint32_t used_peak;
 	/* Buffers ahead of a hash frontier, and their cap: half the pool,
@@ -582,6 +602,7 @@ struct sstf__file {
 	uint64_t received;   /* bytes accepted from sources, this attempt */
 	uint32_t held;       /* first held buffer (lowest offset), or NO_BUF */
 	uint32_t nheld;
+	uint32_t wqueued; /* its writes on the engine's write queue */
 	struct sstf__stream *streams; /* attached streams, via file_next */
 	unsigned nstreams;
 	unsigned streams_peak;

@@ -24,9 +24,11 @@ int sstf__pool_init(struct sstf__pool *p, const struct sstf_allocator *a,
 	p->off = sstf__alloc(a, n * sizeof(uint64_t));
 	p->done = sstf__alloc(a, n * sizeof(uint32_t));
 	p->next = sstf__alloc(a, n * sizeof(uint32_t));
+	p->wnext = sstf__alloc(a, n * sizeof(uint32_t));
+	p->wfile = sstf__alloc(a, n * sizeof(*p->wfile));
 	p->flags = sstf__alloc(a, n);
 	if (!p->mem || !p->free_stack || !p->len || !p->off || !p->done || !p->next ||
-	    !p->flags) {
+	    !p->wnext || !p->wfile || !p->flags) {
 		sstf__pool_fini(p, a);
 		return -ENOMEM;
 	}
@@ -36,6 +38,14 @@ int sstf__pool_init(struct sstf__pool *p, const struct sstf_allocator *a,
 		p->free_stack[i] = n - 1 - i;
 	p->nfree = n;
 	p->ahead_max = n / 2;
+	p->wq_head = p->wq_tail = SSTF__NO_BUF;
+	/* See SSTF__WRITE_BUDGET: at least one buffer's write, whatever the
+	 * buffer size. */
+	p->wbytes_max = (uint64_t)bs * n / 4;
+	if (p->wbytes_max > SSTF__WRITE_BUDGET)
+		p->wbytes_max = SSTF__WRITE_BUDGET;
+	if (p->wbytes_max < bs)
+		p->wbytes_max = bs;
 	return 0;
 }
 
@@ -47,6 +57,8 @@ void sstf__pool_fini(struct sstf__pool *p, const struct sstf_allocator *a)
 	sstf__free(a, p->off);
 	sstf__free(a, p->done);
 	sstf__free(a, p->next);
+	sstf__free(a, p->wnext);
+	sstf__free(a, p->wfile);
 	sstf__free(a, p->flags);
 	memset(p, 0, sizeof(*p));
 }

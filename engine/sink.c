@@ -191,6 +191,7 @@ static void begin_fetch(struct sstf_engine *e, struct sstf__file *f);
 static void stop_streams(struct sstf_engine *e, struct sstf__file *f);
 static void start_fetch(struct sstf_engine *e, struct sstf__file *f);
 static unsigned streams_wanted(struct sstf_engine *e, const struct sstf__file *f);
+static void drop_queued_writes(struct sstf_engine *e, struct sstf__file *f);
 static void resume_at(struct sstf__file *f, uint64_t offset);
 static void discard_partial(struct sstf__file *f);
 static void issue_check_read(struct sstf_engine *e, struct sstf__file *f);
@@ -383,7 +384,7 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 	f->received = f->checked = f->check_len = f->resumed_from = 0;
 	f->frontier = f->next_part = 0;
 	f->held = SSTF__NO_BUF;
-	f->nheld = 0;
+	f->nheld = f->wqueued = 0;
 	f->streams = NULL;
 	f->nstreams = f->streams_peak = f->want_streams = 0;
 	/* grow_listed and grow_next belong to the list, which may still hold
@@ -643,6 +644,53 @@ static void buffer_maybe_free(struct sstf_engine *e, int idx)
 		sstf__pool_put(&e->pool, idx);
 }
 
+/* Puts buffer idx's first write in the ring, within the write budget. */
+static void start_write(struct sstf_engine *e, struct sstf__file *f, int idx)
+{
+	e->pool.wbytes += padded_len(f, e->pool.len[idx]);
+	submit_write(e, f, idx);
+}
+
+/* Starts queued writes, oldest first, while the budget has room; with
+ * nothing in the ring the next one starts whatever its size. */
+static void pump_writes(struct sstf_engine *e)
+{
+	struct sstf__pool *p = &e->pool;
+	while (p->wq_head != SSTF__NO_BUF) {
+		uint32_t idx = p->wq_head;
+		struct sstf__file *f = p->wfile[idx];
+		uint32_t len = padded_len(f, p->len[idx]);
+		if (p->wbytes && p->wbytes + len > p->wbytes_max)
+			return;
+		p->wq_head = p->wnext[idx];
+		if (p->wq_head == SSTF__NO_BUF)
+			p->wq_tail = SSTF__NO_BUF;
+		p->wfile[idx] = NULL;
+		f->wqueued--;
+		start_write(e, f, (int)idx);
+	}
+}
+
+/* Writes buffer idx: at once within the budget, else on the queue. */
+static void queue_write(struct sstf_engine *e, struct sstf__file *f, int idx)
+{
+	struct sstf__pool *p = &e->pool;
+	uint32_t len = padded_len(f, p->len[idx]);
+	if (p->wq_head == SSTF__NO_BUF && (!p->wbytes || p->wbytes + len <= p->wbytes_max)) {
+		start_write(e, f, idx);
+		return;
+	}
+	p->wfile[idx] = f;
+	p->wnext[idx] = SSTF__NO_BUF;
+	if (p->wq_tail != SSTF__NO_BUF)
+		p->wnext[p->wq_tail] = (uint32_t)idx;
+	else
+		p->wq_head = (uint32_t)idx;
+	p->wq_tail = (uint32_t)idx;
+	f->wqueued++;
+	atomic_fetch_add_explicit(&p->wq_waited, 1, memory_order_relaxed);
+}
+
 /*
  * Hashes buffer idx, which starts at the frontier, and moves the frontier
  * past it. A checkpoint is the hash state at a frontier; it is recorded
@@ -701,8 +749,8 @@ void sstf__file_commit(struct sstf_engine *e, struct sstf__file *f, int idx, uin
 	p->off[idx] = off;
 	p->done[idx] = 0;
 	p->flags[idx] |= SSTF__BUF_WRITING;
-	submit_write(e, f, idx);
 	f->writes++;
+	queue_write(e, f, idx);
 	if (off == f->frontier) {
 		hash_buffer(e, f, idx);
 		drain_held(e, f);
@@ -749,6 +797,7 @@ void sstf__file_abort(struct sstf_engine *e, struct sstf__file *f, int err)
 	if (f->slot->state == SSTF__SLOT_ACTIVE)
 		sstf__slot_set_state(&e->slots, f->slot, SSTF__SLOT_DRAINING);
 	stop_streams(e, f);
+	drop_queued_writes(e, f);
 	/* Ask the kernel to cut short what it can; the rest drains. */
 	int fds[2] = {f->fd, f->chkfd};
 	for (int i = 0; i < 2; i++) {
@@ -804,19 +853,14 @@ static void on_checkpoint_synced(struct sstf_engine *e, struct sstf__file *f, in
 	checkpoint_sync(e, f);
 }
 
-static void on_write(struct sstf_engine *e, struct sstf__file *f, unsigned idx, int res)
+/* Buffer idx's write is over: res is what its last part returned, or
+ * -ECANCELED for a queued write dropped before it started. */
+static void write_ended(struct sstf_engine *e, struct sstf__file *f, unsigned idx, int res)
 {
 	struct sstf__pool *p = &e->pool;
 	uint32_t len = p->len[idx];
 	uint32_t want = padded_len(f, len);
 	uint64_t off = p->off[idx];
-	/* A short write made progress: the rest goes again, so that a full
-	 * disk says -ENOSPC rather than a short count. */
-	if (res > 0 && !f->err && p->done[idx] + (uint32_t)res < want) {
-		p->done[idx] += (uint32_t)res;
-		submit_write(e, f, (int)idx);
-		return;
-	}
 	f->writes--;
 	bool hashed = p->flags[idx] & SSTF__BUF_HASHED;
 	if (hashed)
@@ -835,6 +879,45 @@ static void on_write(struct sstf_engine *e, struct sstf__file *f, unsigned idx, 
 	if (hashed && f->ckpt_off && off < f->ckpt_off) {
 		f->ckpt_wait--;
 		checkpoint_sync(e, f);
+	}
+}
+
+static void on_write(struct sstf_engine *e, struct sstf__file *f, unsigned idx, int res)
+{
+	struct sstf__pool *p = &e->pool;
+	uint32_t want = padded_len(f, p->len[idx]);
+	/* A short write made progress: the rest goes again, so that a full
+	 * disk says -ENOSPC rather than a short count. */
+	if (res > 0 && !f->err && p->done[idx] + (uint32_t)res < want) {
+		p->done[idx] += (uint32_t)res;
+		submit_write(e, f, (int)idx);
+		return;
+	}
+	p->wbytes -= want;
+	write_ended(e, f, idx, res);
+	pump_writes(e);
+}
+
+/* Drops f's writes still on the queue (f failed or is cancelled): they
+ * never reached the ring. O(queue), which the pool bounds. */
+static void drop_queued_writes(struct sstf_engine *e, struct sstf__file *f)
+{
+	struct sstf__pool *p = &e->pool;
+	uint32_t *pp = &p->wq_head, prev = SSTF__NO_BUF;
+	while (f->wqueued && *pp != SSTF__NO_BUF) {
+		uint32_t idx = *pp;
+		if (p->wfile[idx] != f) {
+			prev = idx;
+			pp = &p->wnext[idx];
+			continue;
+		}
+		*pp = p->wnext[idx];
+		if (p->wq_tail == idx)
+			p->wq_tail = prev;
+		p->wfile[idx] = NULL;
+		f->wqueued--;
+		atomic_fetch_add_explicit(&p->wq_dropped, 1, memory_order_relaxed);
+		write_ended(e, f, idx, -ECANCELED);
 	}
 }
 
@@ -1047,8 +1130,10 @@ void sstf__file_step(struct sstf_engine *e, struct sstf__file *f)
 {
 	if (f->phase == SSTF__X_IDLE)
 		return;
-	if (f->err)
+	if (f->err) {
 		stop_streams(e, f);
+		drop_queued_writes(e, f);
+	}
 	if (f->restart) {
 		/* A fall back to one stream starts once no dropped write can
 		 * land over the new ones. */
@@ -1061,7 +1146,7 @@ wait:
 	 * file waits for its directory's sync. */
 	if (streams_busy(f) || f->dir_wait || (f->restart && !f->err))
 		return;
-	if (f->slot->inflight > 0) {
+	if (f->slot->inflight > 0 || f->wqueued > 0) {
 		release_streams_early(e, f);
 		return;
 	}

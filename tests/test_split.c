@@ -12,6 +12,8 @@
  * while the streams of a split file trickle in returns and leaves no
  * temporary; a split file started first gets all its streams although
  * slow small files behind it wait for streams too.
+ * Write budget: writes past it wait their turn, files stay byte-identical,
+ * and a cancel drops the writes still waiting.
  * Retry-After: the wait the origin asks for (seconds and HTTP-date) is
  * kept, measured on the origin's request log; one past the engine's 60 s
  * cap fails at once and says so.
@@ -863,6 +865,115 @@ Test(split, cancel_mid_split_returns_and_leaves_no_temporary)
 	pthread_mutex_destroy(&r.mu);
 	files_free(files, 1);
 	engine_free_checked(eng);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The write budget                                                         */
+
+/* Pools of two buffers a transfer: the budget is a quarter of the pool. */
+#define BUDGET_TRANSFERS 4
+#define BUDGET_BUFS 2
+
+/*
+ * Writes past the engine's write budget (a quarter of the pool here, two
+ * buffers) wait on its queue in commit order, and every file still comes
+ * out byte-identical, split or not.
+ */
+Test(split, writes_past_the_budget_wait_and_every_file_is_byte_identical)
+{
+	uint64_t sizes[12];
+	uint64_t rng = 0xb0d6e7;
+	for (size_t k = 0; k < 12; k++)
+		sizes[k] = 1 + splitmix64(&rng) % (3 * MIB);
+	make_dataset(sizes, 12, 0xb0d6e7);
+	fo = origin_on(ds.dir);
+	size_t *which = iota(12);
+	const char *bases[] = {fault_origin_url(fo)};
+	struct sstf_file *files = files_new(which, 12, bases, 1);
+	struct sstf_config cfg = split_config(4, BUDGET_TRANSFERS, BUDGET_BUFS);
+	sstf_engine *eng = engine_new(&cfg);
+	/* Set before the loop thread starts, read-only after. */
+	cr_assert_eq(eng->pool.wbytes_max, eng->pool.n * BUF / 4);
+	struct rec r;
+	int res = fetch(eng, files, 12, &r);
+	cr_expect_eq(res, 0, "batch %d (%s)", res, sstf_strerror(res));
+	expect_dest(which, 12, "write budget");
+	cr_expect_gt(atomic_load(&eng->pool.wq_waited), 0,
+	             "no write waited for the budget of %" PRIu64 " bytes",
+	             eng->pool.wbytes_max);
+	cr_expect_eq(atomic_load(&eng->pool.wq_dropped), 0);
+	pthread_mutex_destroy(&r.mu);
+	engine_free_checked(eng);
+	files_free(files, 12);
+	free(which);
+}
+
+/*
+ * A cancel drops the writes still waiting for the budget: they never
+ * reach the disk, the cancel returns, and nothing is left. Whether writes
+ * wait at the moment of the cancel is the loop's timing, so the cancel is
+ * tried again (a new generation each time) until one dropped some.
+ */
+Test(split, a_cancel_drops_the_writes_waiting_for_the_budget)
+{
+	enum { N = 8, TRIES = 40 };
+	uint64_t sizes[N];
+	for (size_t k = 0; k < N; k++)
+		sizes[k] = 2 * MIB + k;
+	make_dataset(sizes, N, 0xd60b);
+	fo = origin_on(ds.dir);
+	size_t *which = iota(N);
+	const char *bases[] = {fault_origin_url(fo)};
+	struct sstf_file *files = files_new(which, N, bases, 1);
+	struct sstf_config cfg = split_config(1, BUDGET_TRANSFERS, BUDGET_BUFS);
+	sstf_engine *eng = engine_new(&cfg);
+	unsigned tries = 0;
+	while (atomic_load(&eng->pool.wq_dropped) == 0 && tries < TRIES) {
+		tries++;
+		struct rec r;
+		rec_init(&r, N);
+		uint64_t gen = submit(eng, files, N, &r);
+		/* Cancel once writes are under way. */
+		uint64_t deadline = now_ns() + GUARD_NS;
+		struct sstf_progress pr;
+		do {
+			cr_assert_lt(now_ns(), deadline, "no byte written in %llu s",
+			             GUARD_NS / 1000000000ull);
+			cr_assert_eq(sstf_progress(eng, gen, &pr), 0);
+		} while (pr.bytes_done < 2 * BUF && pr.files_done + pr.files_failed < N);
+		int cr = sstf_cancel(eng, gen);
+		cr_expect(cr == 0 || cr == -ENOENT, "sstf_cancel: %d (%s)", cr, sstf_strerror(cr));
+		int res = sstf_wait(eng, gen, WAIT_MS);
+		cr_assert_neq(res, -ETIMEDOUT, "generation %" PRIu64 " did not end", gen);
+		/* A cancelled file is not reported; a reported one was
+		 * published whole; the rest left nothing. */
+		size_t done[N], ndone = 0;
+		pthread_mutex_lock(&r.mu);
+		cr_expect_eq(r.batch_calls, 1, "%u batch reports", r.batch_calls);
+		for (size_t k = 0; k < N; k++) {
+			cr_expect_leq(r.f[k].calls, 1, "file %zu: %u reports", k, r.f[k].calls);
+			if (r.f[k].calls == 0)
+				continue;
+			cr_expect_eq(r.f[k].result, 0, "file %zu: %d (%s)", k, r.f[k].result,
+			             r.f[k].detail);
+			done[ndone++] = k;
+		}
+		pthread_mutex_unlock(&r.mu);
+		cr_expect(res == -ECANCELED || ndone == N, "batch %d with %zu files done", res,
+		          ndone);
+		char ctx[64];
+		snprintf(ctx, sizeof(ctx), "cancel %u", tries);
+		expect_dest(done, ndone, ctx);
+		pthread_mutex_destroy(&r.mu);
+		cr_assert_eq(ds_empty_dir(dest), 0);
+	}
+	cr_expect_gt(atomic_load(&eng->pool.wq_dropped), 0,
+	             "%u cancels, none while writes waited for the budget (%" PRIu64
+	             " waited in all)",
+	             tries, atomic_load(&eng->pool.wq_waited));
+	engine_free_checked(eng);
+	files_free(files, N);
+	free(which);
 }
 
 /*
