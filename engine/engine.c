@@ -518,6 +518,9 @@ static bool work_ready(struct sstf_engine *e)
 	return t->n && t->heap[0]->wake_ns <= sstf__now_ns();
 }
 
+/* Most io-wq workers an engine asks for: each is a kernel thread. */
+#define SSTF__IOWQ_MAX_WORKERS 512u
+
 /* Passes of the loop's run phase before completions get their turn. */
 #define MAX_PASSES 8
 
@@ -536,6 +539,19 @@ static void *loop_main(void *arg)
 			e->pool.fixed = io_uring_register_buffers(&e->ring, iov, e->pool.n) == 0;
 			sstf__free(&e->alloc, iov);
 		}
+		/* The opens, writes and syncs that cannot complete inline run
+		 * on io-wq's bounded workers, 4 per CPU by default. On small
+		 * files each file needs a create, a write, an fdatasync, a
+		 * rename and a share of a directory fsync there, and 8 workers
+		 * serialised them: let every file and directory slot have one
+		 * in flight, so the filesystem can gather their journal
+		 * commits. The write budget (sink.c) keeps what a cancel must
+		 * wait for as small as with 8. Older kernels refuse the call
+		 * and keep their default. */
+		unsigned workers[2] = {e->nfiles + e->dirs.n, 0};
+		if (workers[0] > SSTF__IOWQ_MAX_WORKERS)
+			workers[0] = SSTF__IOWQ_MAX_WORKERS;
+		(void)io_uring_register_iowq_max_workers(&e->ring, workers);
 		(void)sstf__slot_alloc(&e->slots, SSTF__SLOT_CTL, NULL, 0); /* eventfd */
 		(void)sstf__slot_alloc(&e->slots, SSTF__SLOT_CTL, NULL, 0); /* timer */
 		arm_eventfd(e);
