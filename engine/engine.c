@@ -826,9 +826,8 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	 * are in and verified gives its stream back and keeps only its file
 	 * slot while its writes land and it is synced and renamed (on small
 	 * files that takes longer than the fetch), so there are up to three
-	 * file slots per stream, and a
-	 * directory slot per file slot (dirsync.c), as the tag's slot bits
-	 * allow. */
+	 * file slots per stream, and a directory slot per file slot
+	 * (dirsync.c), as the tag's slot bits allow. */
 	e->nstreams = cfg.max_transfers;
 	/* A stream's source may hold a few sockets (happy eyeballs, a
 	 * redirect, idle connections kept for reuse): size the SOCK slots
