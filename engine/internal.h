@@ -484,12 +484,13 @@ struct sstf__pool {
 	uint32_t *done; /* bytes of each buffer's write done so far */
 	uint32_t *next; /* the held list of its file, by offset */
 	/* The engine's queue of writes waiting for the write budget, in
-	 * commit order (sink.c), and whose each one is. */
+	 * commit order (sink.c): the next buffer on it, and the file each
+	 * queued buffer belongs to. */
 	uint32_t *wnext;
 	struct sstf__file **wfile;
 	uint32_t wq_head, wq_tail; /* SSTF__NO_BUF when empty */
 	uint64_t wbytes;           /* bytes of the writes in the ring */
-	uint64_t wbytes_max;       /* the budget: SSTF__WRITE_BUDGET */
+	uint64_t wbytes_max;       /* the budget (see SSTF__WRITE_BUDGET) */
 	/* Writes that waited on the queue, and that were dropped there:
 	 * counted for the tests, which read them from another thread. */
 	_Atomic uint64_t wq_waited, wq_dropped;
