@@ -440,8 +440,9 @@ void sstf__file_start(struct sstf_engine *e, struct sstf__file *f, struct sstf__
 		begin_fetch(e, f);
 	/* A split file keeps the free stream slots while it opens (see
 	 * grow_streams); start_fetch asks for them again. */
-	if (f->phase == SSTF__X_OPEN && streams_wanted(e, f) > 1) {
-		f->want_streams = streams_wanted(e, f);
+	unsigned want = f->phase == SSTF__X_OPEN ? streams_wanted(e, f) : 1;
+	if (want > 1) {
+		f->want_streams = want;
 		sstf__engine_want_streams(e, f);
 	}
 }
@@ -651,16 +652,21 @@ static void start_write(struct sstf_engine *e, struct sstf__file *f, int idx)
 	submit_write(e, f, idx);
 }
 
-/* Starts queued writes, oldest first, while the budget has room; with
- * nothing in the ring the next one starts whatever its size. */
+/* Whether a write of len bytes fits the budget now; with nothing in the
+ * ring any write does, whatever its size. */
+static bool budget_has_room(const struct sstf__pool *p, uint32_t len)
+{
+	return !p->wbytes || p->wbytes + len <= p->wbytes_max;
+}
+
+/* Starts queued writes, oldest first, while the budget has room. */
 static void pump_writes(struct sstf_engine *e)
 {
 	struct sstf__pool *p = &e->pool;
 	while (p->wq_head != SSTF__NO_BUF) {
 		uint32_t idx = p->wq_head;
 		struct sstf__file *f = p->wfile[idx];
-		uint32_t len = padded_len(f, p->len[idx]);
-		if (p->wbytes && p->wbytes + len > p->wbytes_max)
+		if (!budget_has_room(p, padded_len(f, p->len[idx])))
 			return;
 		p->wq_head = p->wnext[idx];
 		if (p->wq_head == SSTF__NO_BUF)
@@ -675,8 +681,7 @@ static void pump_writes(struct sstf_engine *e)
 static void queue_write(struct sstf_engine *e, struct sstf__file *f, int idx)
 {
 	struct sstf__pool *p = &e->pool;
-	uint32_t len = padded_len(f, p->len[idx]);
-	if (p->wq_head == SSTF__NO_BUF && (!p->wbytes || p->wbytes + len <= p->wbytes_max)) {
+	if (p->wq_head == SSTF__NO_BUF && budget_has_room(p, padded_len(f, p->len[idx]))) {
 		start_write(e, f, idx);
 		return;
 	}
