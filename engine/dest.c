@@ -318,7 +318,8 @@ static void match_cands(struct sweep *sw, struct sstf__gen *g)
  * the candidates the batch may resume, and holds their locks (released by
  * sweep_finish).
  */
-static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume, bool trust)
+static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume, bool trust,
+                      const struct sstf__siblings *sib)
 {
 	int ret = list_stage(sw, g);
 	if (ret < 0)
@@ -356,8 +357,10 @@ static int sweep_scan(struct sweep *sw, struct sstf__gen *g, bool resume, bool t
 	}
 	if (sw->nc)
 		match_cands(sw, g);
+	/* Another part of the batch resumes it: its submit comes next and
+	 * finds the writer still gone (a token with no lock file is gone). */
 	for (size_t k = 0; k < sw->nc; k++)
-		if (sw->c[k].match == SIZE_MAX)
+		if (sw->c[k].match == SIZE_MAX && !(sib && sib->wants(sib->ctx, &sw->c[k].key)))
 			unlinkat(g->stagefd, sw->c[k].name, 0);
 	return 0;
 }
@@ -425,7 +428,7 @@ static uint64_t round_up(uint64_t v, uint64_t to)
  * skipped), but they are only looked at when the quick sum does not fit.
  */
 static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_config *cfg,
-                 char *errbuf, size_t errlen)
+                 uint64_t siblings_need, char *errbuf, size_t errlen)
 {
 	struct statvfs vfs;
 	if (fstatvfs(g->dirfd, &vfs) < 0)
@@ -443,6 +446,7 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 		if (sw->c[k].match != SIZE_MAX)
 			held += sw->c[k].key.offset / bsize * bsize;
 	need -= held < need ? held : need;
+	need = need > UINT64_MAX - siblings_need ? UINT64_MAX : need + siblings_need;
 	uint64_t reserve = cfg->disk_reserve;
 	if (avail >= need && avail - need >= reserve)
 		return 0;
@@ -473,7 +477,8 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 /* ------------------------------------------------------------------------ */
 
 int sstf__dest_prepare(const struct sstf_allocator *a, const struct sstf_config *cfg,
-                       struct sstf__gen *g, char *errbuf, size_t errlen)
+                       struct sstf__gen *g, const struct sstf__siblings *sib, char *errbuf,
+                       size_t errlen)
 {
 	g->dirfd = open(g->dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (g->dirfd < 0)
@@ -485,12 +490,12 @@ int sstf__dest_prepare(const struct sstf_allocator *a, const struct sstf_config 
 		return ret;
 	}
 	struct sweep sw = {.a = a};
-	ret = sweep_scan(&sw, g, cfg->resume != SSTF_OFF, cfg->existing == SSTF_EXISTING_TRUST);
+	ret = sweep_scan(&sw, g, cfg->resume != SSTF_OFF, cfg->existing == SSTF_EXISTING_TRUST, sib);
 	if (ret < 0)
 		say(errbuf, errlen, ret, "dest_dir '%s': sweeping %s/: %s", g->dest_dir,
 		    SSTF__STAGE_DIR, strerror(-ret));
 	else if (cfg->admission != SSTF_OFF)
-		ret = admit(g, &sw, cfg, errbuf, errlen);
+		ret = admit(g, &sw, cfg, sib ? sib->need : 0, errbuf, errlen);
 	sweep_finish(&sw, g, ret == 0);
 	if (ret < 0)
 		sstf__dest_release(g);

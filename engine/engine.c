@@ -35,6 +35,11 @@ static bool on_loop_thread(struct sstf_engine *e)
 	return pthread_equal(pthread_self(), e->thread);
 }
 
+bool sstf__engine_on_loop(struct sstf_engine *e)
+{
+	return on_loop_thread(e);
+}
+
 static void wake(struct sstf_engine *e)
 {
 	uint64_t one = 1;
@@ -670,6 +675,8 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 		c->split = SSTF_DEFAULT_SPLIT;
 	if (!c->split_min)
 		c->split_min = SSTF_DEFAULT_SPLIT_MIN;
+	if (!c->threads)
+		c->threads = 1;
 
 	for (size_t k = 0; k < sizeof(c->reserved) / sizeof(c->reserved[0]); k++)
 		if (c->reserved[k])
@@ -677,6 +684,15 @@ static int resolve_config(struct sstf_config *c, char *errbuf, size_t len)
 			                  "reserved[%zu] is not zero: zero the struct (a newer "
 			                  "header than this library?)",
 			                  k);
+	if (c->reserved32)
+		return sstf__bad_config(errbuf, len,
+		                  "reserved32 is not zero: zero the struct (a newer header "
+		                  "than this library?)");
+	if (c->threads > SSTF_MAX_THREADS || c->threads > c->max_transfers)
+		return sstf__bad_config(errbuf, len,
+		                  "threads=%u: from 1 to %u, and at most max_transfers (%u): "
+		                  "each loop needs a transfer of its own",
+		                  c->threads, SSTF_MAX_THREADS, c->max_transfers);
 	if (c->split > SSTF_MAX_SPLIT)
 		return sstf__bad_config(errbuf, len, "split=%u: from 1 to %u", c->split, SSTF_MAX_SPLIT);
 
@@ -792,6 +808,8 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	int ret = resolve_config(&cfg, NULL, 0);
 	if (ret < 0)
 		return ret;
+	if (cfg.threads > 1)
+		return sstf__group_new(&cfg, out);
 	struct sstf_allocator a = {0};
 	if (cfg.allocator)
 		a = *cfg.allocator;
@@ -923,27 +941,35 @@ fail:
 	return ret;
 }
 
-void sstf_engine_free(sstf_engine *e)
+void sstf__engine_stop(struct sstf_engine *e)
 {
-	if (!e)
-		return;
-	if (on_loop_thread(e)) {
-		fprintf(stderr, "sstfetch: sstf_engine_free() called from a callback\n");
-		abort();
-	}
 	pthread_mutex_lock(&e->lock);
 	e->stop_requested = true;
 	pthread_mutex_unlock(&e->lock);
 	wake(e);
+}
+
+void sstf_engine_free(sstf_engine *e)
+{
+	if (!e)
+		return;
+	if (e->group) {
+		sstf__group_free(e);
+		return;
+	}
+	if (on_loop_thread(e)) {
+		fprintf(stderr, "sstfetch: sstf_engine_free() called from a callback\n");
+		abort();
+	}
+	sstf__engine_stop(e);
 	pthread_join(e->thread, NULL);
 	io_uring_queue_exit(&e->ring);
 	engine_destroy(e);
 }
 
-int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
+int sstf__submit_prepare(struct sstf_engine *e, const struct sstf_batch *batch,
+                         const struct sstf__siblings *sib, struct sstf__gen **out)
 {
-	if (!e || !batch || !gen)
-		return -EINVAL;
 	pthread_mutex_lock(&e->lock);
 	uint64_t id = e->next_gen_id++;
 	bool stopping = e->stop_requested;
@@ -958,11 +984,23 @@ int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
 		sstf__gen_free(&e->alloc, g);
 		return ret;
 	}
-	ret = sstf__dest_prepare(&e->alloc, &e->cfg, g, batch->errbuf, batch->errbuf_len);
+	ret = sstf__dest_prepare(&e->alloc, &e->cfg, g, sib, batch->errbuf, batch->errbuf_len);
 	if (ret < 0) {
 		sstf__gen_free(&e->alloc, g);
 		return ret;
 	}
+	*out = g;
+	return 0;
+}
+
+void sstf__submit_abandon(struct sstf_engine *e, struct sstf__gen *g)
+{
+	sstf__dest_release(g);
+	sstf__gen_free(&e->alloc, g);
+}
+
+void sstf__submit_start(struct sstf_engine *e, struct sstf__gen *g)
+{
 	pthread_mutex_lock(&e->lock);
 	g->next = e->gens;
 	e->gens = g;
@@ -972,13 +1010,27 @@ int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
 		e->cmd_head = g;
 	e->cmd_tail = g;
 	pthread_mutex_unlock(&e->lock);
-	*gen = id;
 	/* From a callback the loop is running: it takes the command before
 	 * it sleeps again, because of the flag. */
 	if (on_loop_thread(e))
 		e->local_command = true;
 	else
 		wake(e);
+}
+
+int sstf_submit(sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen)
+{
+	if (!e || !batch || !gen)
+		return -EINVAL;
+	if (e->group)
+		return sstf__group_submit(e, batch, gen);
+	struct sstf__gen *g;
+	int ret = sstf__submit_prepare(e, batch, NULL, &g);
+	if (ret < 0)
+		return ret;
+	/* Read before the start: from then on the loop may end and forget g. */
+	*gen = g->id;
+	sstf__submit_start(e, g);
 	return 0;
 }
 
@@ -990,10 +1042,8 @@ static struct sstf__gen *find_gen(struct sstf_engine *e, uint64_t id)
 	return NULL;
 }
 
-int sstf_cancel(sstf_engine *e, uint64_t id)
+int sstf__cancel(struct sstf_engine *e, uint64_t id, bool wait)
 {
-	if (!e)
-		return -EINVAL;
 	bool loop = on_loop_thread(e);
 	pthread_mutex_lock(&e->lock);
 	struct sstf__gen *g = find_gen(e, id);
@@ -1016,6 +1066,11 @@ int sstf_cancel(sstf_engine *e, uint64_t id)
 		e->local_command = true; /* taken before the loop sleeps */
 		return -EINPROGRESS;
 	}
+	if (!wait) {
+		pthread_mutex_unlock(&e->lock);
+		wake(e);
+		return -EINPROGRESS;
+	}
 	g->waiters++;
 	wake(e);
 	while (g->state != SSTF__GEN_ENDED)
@@ -1025,10 +1080,21 @@ int sstf_cancel(sstf_engine *e, uint64_t id)
 	return 0;
 }
 
+int sstf_cancel(sstf_engine *e, uint64_t id)
+{
+	if (!e)
+		return -EINVAL;
+	if (e->group)
+		return sstf__group_cancel(e, id);
+	return sstf__cancel(e, id, true);
+}
+
 int sstf_wait(sstf_engine *e, uint64_t id, int timeout_ms)
 {
 	if (!e)
 		return -EINVAL;
+	if (e->group)
+		return sstf__group_wait(e, id, timeout_ms);
 	if (on_loop_thread(e))
 		return -EDEADLK;
 	struct timespec deadline;
@@ -1067,6 +1133,8 @@ int sstf_progress(sstf_engine *e, uint64_t id, struct sstf_progress *out)
 {
 	if (!e || !out)
 		return -EINVAL;
+	if (e->group)
+		return sstf__group_progress(e, id, out);
 	pthread_mutex_lock(&e->lock);
 	struct sstf__gen *g = find_gen(e, id);
 	if (g)
@@ -1079,6 +1147,8 @@ int sstf_set_rate(sstf_engine *e, uint64_t bytes_per_s)
 {
 	if (!e)
 		return -EINVAL;
+	if (e->group)
+		return sstf__group_set_rate(e, bytes_per_s);
 	sstf__rate_set(&e->rate, bytes_per_s);
 	if (on_loop_thread(e))
 		e->local_command = true; /* looked at before the loop sleeps */
@@ -1091,6 +1161,8 @@ int sstf_stats(sstf_engine *e, struct sstf_stats *out)
 {
 	if (!e || !out)
 		return -EINVAL;
+	if (e->group)
+		return sstf__group_stats(e, out);
 	memset(out, 0, sizeof(*out));
 	out->stale_completions = atomic_load(&e->slots.stale);
 	out->cancels = atomic_load(&e->cancels);

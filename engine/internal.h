@@ -374,16 +374,32 @@ const char *sstf__gen_state_name(enum sstf__gen_state s);
 void sstf__tmp_name(char out[SSTF__TMP_NAME_MAX], uint64_t token, size_t index);
 
 /*
+ * The other parts of a batch that an engine with threads > 1 spread over
+ * its loops (group.c), as one part's submit must see them: the disk bytes
+ * they need, which admission counts with the part's own, and whether a dead
+ * writer's partial file belongs to one of their files, which the sweep then
+ * leaves for that part's own submit instead of removing it.
+ */
+struct sstf__partial_key;
+struct sstf__siblings {
+	uint64_t need;
+	bool (*wants)(void *ctx, const struct sstf__partial_key *key);
+	void *ctx;
+};
+
+/*
  * Prepares g's destination, in the submitting thread: opens dest_dir,
  * creates the staging directory and g's lock file under a fresh random
  * token, sweeps the writers that are gone (adopting the partial files g can
  * resume, marking them SSTF__F_ADOPTED) and admits the batch against the
  * free space. Returns 0, or a negative error (-ENOSPC when the batch does
  * not fit) with a message naming the path or giving the numbers in errbuf.
- * On error everything it opened is released.
+ * On error everything it opened is released. `sib`: NULL, or the other
+ * parts of g's batch (see above).
  */
 int sstf__dest_prepare(const struct sstf_allocator *a, const struct sstf_config *cfg,
-                       struct sstf__gen *g, char *errbuf, size_t errlen);
+                       struct sstf__gen *g, const struct sstf__siblings *sib, char *errbuf,
+                       size_t errlen);
 /*
  * Releases g's destination once nothing of g is in flight: removes the
  * temporaries of adopted files that never started, unlinks g's lock file,
@@ -1028,6 +1044,9 @@ void sstf__ring_tag(struct io_uring_sqe *sqe, struct sstf__slot *s,
 #define SSTF__NCTL 2
 
 struct sstf_engine {
+	/* threads > 1: this engine is only the handle of a group of
+	 * single-loop engines (group.c), and no field below is used. */
+	struct sstf__group *group;
 	struct sstf_config cfg;   /* its s3, ca_file, ca_path are NULL: see net */
 	struct sstf_allocator alloc;
 	struct sstf__net net;     /* owned copies of the network settings */
@@ -1086,5 +1105,44 @@ void sstf__engine_want_streams(struct sstf_engine *e, struct sstf__file *f);
 void sstf__engine_gen_check(struct sstf_engine *e, struct sstf__gen *g);
 /* Calls g's progress callback when its interval has passed. */
 void sstf__engine_progress(struct sstf_engine *e, struct sstf__gen *g);
+/* True on e's loop thread. */
+bool sstf__engine_on_loop(struct sstf_engine *e);
+/* Asks e's loop to cancel everything and stop, without waiting (the first
+ * half of sstf_engine_free()). */
+void sstf__engine_stop(struct sstf_engine *e);
+
+/*
+ * sstf_submit() in two steps, so that a group (group.c) can prepare every
+ * part of a batch before it starts any: prepare validates the batch and
+ * prepares its destination (sstf__dest_prepare, with `sib`) into a
+ * generation that no loop knows yet; start hands it to the loop, after
+ * which it may end and be forgotten at any time; abandon undoes a prepare
+ * that will not be started.
+ */
+int sstf__submit_prepare(struct sstf_engine *e, const struct sstf_batch *batch,
+                         const struct sstf__siblings *sib, struct sstf__gen **out);
+void sstf__submit_start(struct sstf_engine *e, struct sstf__gen *g);
+void sstf__submit_abandon(struct sstf_engine *e, struct sstf__gen *g);
+/* sstf_cancel() of a single-loop engine; !wait: ask, and return
+ * -EINPROGRESS (or 0 for an ended generation) without waiting. */
+int sstf__cancel(struct sstf_engine *e, uint64_t id, bool wait);
+
+/* ------------------------------------------------------------------------ */
+/* group.c: threads > 1, several loops behind one engine handle. Each takes
+ * the handle whose `group` is set; sstf_engine_new() and the public
+ * functions hand over to them. */
+
+int sstf__group_new(const struct sstf_config *resolved, sstf_engine **out);
+void sstf__group_free(struct sstf_engine *e);
+int sstf__group_submit(struct sstf_engine *e, const struct sstf_batch *batch, uint64_t *gen);
+int sstf__group_cancel(struct sstf_engine *e, uint64_t id);
+int sstf__group_wait(struct sstf_engine *e, uint64_t id, int timeout_ms);
+int sstf__group_progress(struct sstf_engine *e, uint64_t id, struct sstf_progress *out);
+int sstf__group_set_rate(struct sstf_engine *e, uint64_t bytes_per_s);
+int sstf__group_stats(struct sstf_engine *e, struct sstf_stats *out);
+/* For tests and benches that look inside a loop: how many loops e has,
+ * and loop k of them (e itself when it has one). */
+unsigned sstf__engine_loops(struct sstf_engine *e);
+struct sstf_engine *sstf__engine_loop(struct sstf_engine *e, unsigned k);
 
 #endif

@@ -9,14 +9,15 @@
  * The model, in four sentences:
  *
  *   - An engine (sstf_engine) owns one event-loop thread, one io_uring, one
- *     libcurl multi handle and a fixed pool of I/O buffers.
+ *     libcurl multi handle and a fixed pool of I/O buffers (or several such
+ *     loops, sstf_config.threads, that share its batches and its totals).
  *   - A batch of files handed to sstf_submit() becomes a generation, named by
  *     a 64-bit id. The engine copies everything it needs out of the batch into
  *     memory owned by that generation.
  *   - sstf_cancel() stops a generation and returns only once nothing of it is
  *     left: no transfer, no I/O in flight, no temporary file, no memory, and
  *     no callback still to come.
- *   - Callbacks run on the engine's loop thread, one at a time.
+ *   - Callbacks run on the engine's loop thread (one of them), one at a time.
  *
  * Errors. Every function that can fail returns 0 (or a non-negative value
  * where stated) on success and a negative error code on failure: either a
@@ -212,6 +213,7 @@ enum sstf_switch {
 #define SSTF_MAX_SPLIT 64
 #define SSTF_DEFAULT_SPLIT_MIN ((uint64_t)64 * 1024 * 1024)
 #define SSTF_MAX_MIRRORS 16
+#define SSTF_MAX_THREADS 64
 
 /*
  * S3 and compatible stores. A URL s3://BUCKET/KEY names object KEY of
@@ -316,7 +318,12 @@ struct sstf_config {
 	                                 and only then are those files
 	                                 reported done (all together, just
 	                                 before on_batch_done; files_done
-	                                 counts them then). A crash before
+	                                 counts them then; with threads > 1,
+	                                 each loop's share of the batch is
+	                                 synced and reported when that share
+	                                 has nothing else left, and
+	                                 on_batch_done follows the last
+	                                 share). A crash before
 	                                 that loses no bytes, only renames:
 	                                 as with ON, nothing reported done is
 	                                 lost. A directory whose fsync fails
@@ -412,7 +419,31 @@ struct sstf_config {
 	                                 NULL: none beyond ca_file or the
 	                                 system store. Must be a directory
 	                                 when the config is checked. Copied. */
-	uint64_t reserved[5];         /* must be zero (see "Compatibility") */
+	unsigned threads;             /* loop threads, 1 to SSTF_MAX_THREADS
+	                                 and at most max_transfers; 0: 1.
+	                                 Each loop has its own thread, ring,
+	                                 curl multi, slot table and buffer
+	                                 pool. max_transfers, max_host_conns,
+	                                 mem_limit (its buffers) and rate stay
+	                                 engine-wide totals: each loop gets
+	                                 max_transfers / threads transfers
+	                                 (the remainder to the first loops)
+	                                 and the others in proportion to its
+	                                 transfers (at least one connection
+	                                 per loop). An idle loop's share of
+	                                 rate is not lent to the others.
+	                                 A batch is spread over the loops:
+	                                 largest files first, each to the
+	                                 loop with the least work per
+	                                 transfer (a file's bytes plus a
+	                                 fixed cost per file). A file runs on
+	                                 one loop, so it is split over at
+	                                 most that loop's transfers. See
+	                                 "Callbacks" for the threads they run
+	                                 on, fsync for BATCH's order.
+	                                 ring_depth and split are per loop. */
+	unsigned reserved32;          /* must be zero */
+	uint64_t reserved[4];         /* must be zero (see "Compatibility") */
 };
 
 /*
@@ -544,8 +575,10 @@ struct sstf_progress {
 };
 
 /*
- * Callbacks. All run on the engine's loop thread, never two at once, and
- * must not block for long: the loop does nothing else meanwhile. They may
+ * Callbacks. All run on the engine's loop thread (with threads > 1, on
+ * any of its loop threads), never two at once, and must not block for
+ * long: the loop does nothing else meanwhile, and with threads > 1 the
+ * other loops' callbacks wait for it. They may
  * call any sstf_ function except sstf_engine_free(), sstf_wait() (which
  * returns -EDEADLK there) and, for their own engine, nothing blocking.
  * Pointers passed to a callback are valid only during the call.
@@ -640,8 +673,8 @@ SSTF_API int sstf_check_batch(const struct sstf_batch *batch);
 /*
  * Cancels a generation.
  *
- * From any thread other than the engine's loop thread, sstf_cancel() blocks
- * until the generation is finished, and returns 0. Once it has returned:
+ * From any thread other than the engine's loop threads, sstf_cancel() blocks
+ * until the generation is finished on every loop, and returns 0. Once it has returned:
  *   - the generation's transfers are stopped and its io_uring operations
  *     are cancelled, and every completion of them has come back;
  *   - its temporary files are removed;
@@ -674,7 +707,7 @@ SSTF_API int sstf_cancel(sstf_engine *engine, uint64_t gen);
  * callback. The engine remembers the outcome of the last 1024 ended
  * generations; older ids are forgotten.
  *
- * Any thread except the loop thread.
+ * Any thread except a loop thread.
  */
 SSTF_API int sstf_wait(sstf_engine *engine, uint64_t gen, int timeout_ms);
 
@@ -691,7 +724,9 @@ struct sstf_stats {
 	uint64_t cancels;           /* generations cancelled */
 	uint64_t retries;           /* file retries after transient errors */
 	uint64_t buffers_total;     /* size of the buffer pool */
-	uint64_t buffers_peak;      /* most buffers in use at once */
+	uint64_t buffers_peak;      /* most buffers in use at once (with
+	                               threads > 1, the sum of each loop's
+	                               peak, which may come at other times) */
 	size_t buf_size;            /* bytes per buffer */
 	int fixed_buffers;          /* 1 if buffers are registered */
 	int ring_flags;             /* IORING_SETUP_* flags the ring got */
@@ -709,7 +744,8 @@ SSTF_API int sstf_stats(sstf_engine *engine, struct sstf_stats *out);
  * The burst is a tenth of a second at the rate, and at least one buffer
  * (sstf_config.buf_size) and 256 KiB, so that any single delivery fits.
  * Streams waiting for tokens pause, as they do for buffers. Returns 0, or
- * -EINVAL for a NULL engine. Any thread, including callbacks.
+ * -EINVAL for a NULL engine. With threads > 1 each loop gets its share
+ * (see sstf_config.threads). Any thread, including callbacks.
  */
 SSTF_API int sstf_set_rate(sstf_engine *engine, uint64_t bytes_per_s);
 
