@@ -544,6 +544,7 @@ struct sstf_config job_engine_config(const struct job_opts *o)
 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.max_transfers = (unsigned)o->parallel;
+	cfg.threads = (unsigned)o->threads;
 	cfg.ring_depth = (unsigned)o->iodepth;
 	cfg.buf_size = (size_t)o->bs;
 	cfg.mem_limit = (size_t)o->mem; /* 0: the engine's default */

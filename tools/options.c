@@ -151,8 +151,15 @@ const struct opt_def opt_table[] = {
 	 "past bulk_load_info's partition_count stops the run with exit 2"},
 	{"parallel", 0, "N", OPT_UINT, J(parallel), "16", NULL, 1, PARALLEL_MAX,
 	 NULL, "transfers at once: files, and the streams of split files"},
+	/* Not fio's `thread` (threads instead of processes): loops= keeps
+	 * fio's meaning, and this is the engine's sstf_config.threads. */
+	{"threads", 0, "N", OPT_UINT, J(threads), "1", NULL, 1, SSTF_MAX_THREADS,
+	 NULL,
+	 "engine loop threads, each with its own io_uring, curl multi and "
+	 "share of parallel, mem and rate (which stay the job's totals); a "
+	 "file runs on one of them; at most parallel"},
 	{"iodepth", 0, "N", OPT_UINT, J(iodepth), "256", NULL, 8, 32768, NULL,
-	 "io_uring submission queue entries"},
+	 "io_uring submission queue entries, per loop thread"},
 	{"bs", 0, "SIZE", OPT_SIZE_POW2, J(bs), "1m", NULL, 64 * KiB, 64 * MiB,
 	 NULL, "bytes per I/O buffer: the unit of writes and hashing"},
 	{"mem", 0, "SIZE", OPT_SIZE, J(mem), NULL,

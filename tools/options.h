@@ -61,6 +61,7 @@ struct job_opts {
 	                           instead of manifest and source */
 	const char *partitions; /* its partitions to fetch; NULL: all */
 	uint64_t parallel;  /* -> sstf_config.max_transfers */
+	uint64_t threads;   /* -> threads */
 	uint64_t iodepth;   /* -> ring_depth */
 	uint64_t bs;        /* -> buf_size */
 	uint64_t mem;       /* -> mem_limit; 0: the engine's default */

@@ -219,8 +219,8 @@ static int check_job_opts(const struct job_opts *o)
 		char why[256];
 		if (sstf_config_check(&cfg, why, sizeof(why)) < 0) {
 			fprintf(stderr, PROG ": job '%s': bad engine configuration: %s "
-			        "(options parallel, iodepth, bs, mem, checkpoint, "
-			        "split, split_min, rate)\n", o->name, why);
+			        "(options parallel, threads, iodepth, bs, mem, "
+			        "checkpoint, split, split_min, rate)\n", o->name, why);
 			bad = 1;
 		}
 	}
