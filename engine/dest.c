@@ -428,7 +428,7 @@ static uint64_t round_up(uint64_t v, uint64_t to)
  * skipped), but they are only looked at when the quick sum does not fit.
  */
 static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_config *cfg,
-                 uint64_t siblings_need, char *errbuf, size_t errlen)
+                 const struct sstf__siblings *sib, char *errbuf, size_t errlen)
 {
 	struct statvfs vfs;
 	if (fstatvfs(g->dirfd, &vfs) < 0)
@@ -446,7 +446,8 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 		if (sw->c[k].match != SIZE_MAX)
 			held += sw->c[k].key.offset / bsize * bsize;
 	need -= held < need ? held : need;
-	need = need > UINT64_MAX - siblings_need ? UINT64_MAX : need + siblings_need;
+	uint64_t sib_need = sib ? sib->need : 0;
+	need = need > UINT64_MAX - sib_need ? UINT64_MAX : need + sib_need;
 	uint64_t reserve = cfg->disk_reserve;
 	if (avail >= need && avail - need >= reserve)
 		return 0;
@@ -459,6 +460,11 @@ static int admit(struct sstf__gen *g, const struct sweep *sw, const struct sstf_
 				uint64_t r = round_up(f->size, bsize);
 				need -= r < need ? r : need;
 			}
+		}
+		if (sib) {
+			uint64_t missing = sib->need_missing(sib->ctx, g->dirfd, bsize);
+			need -= sib_need < need ? sib_need : need;
+			need = need > UINT64_MAX - missing ? UINT64_MAX : need + missing;
 		}
 		if (avail >= need && avail - need >= reserve)
 			return 0;
@@ -495,7 +501,7 @@ int sstf__dest_prepare(const struct sstf_allocator *a, const struct sstf_config 
 		say(errbuf, errlen, ret, "dest_dir '%s': sweeping %s/: %s", g->dest_dir,
 		    SSTF__STAGE_DIR, strerror(-ret));
 	else if (cfg->admission != SSTF_OFF)
-		ret = admit(g, &sw, cfg, sib ? sib->need : 0, errbuf, errlen);
+		ret = admit(g, &sw, cfg, sib, errbuf, errlen);
 	sweep_finish(&sw, g, ret == 0);
 	if (ret < 0)
 		sstf__dest_release(g);

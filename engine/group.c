@@ -33,9 +33,11 @@
  * Loops never hold their engine lock while they call a callback.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "internal.h"
@@ -377,6 +379,25 @@ struct siblings_ctx {
 	bool whole_failed;
 };
 
+/* The other parts' bytes in blocks of bsize, less their files already in
+ * place with the right size, as admit() counts a part's own. */
+static uint64_t siblings_need_missing(void *ctx, int dirfd, uint64_t bsize)
+{
+	struct siblings_ctx *sc = ctx;
+	uint64_t need = 0;
+	for (size_t i = 0; i < sc->batch->nfiles; i++) {
+		const struct sstf_file *f = &sc->batch->files[i];
+		struct stat st;
+		if (sc->loop_of[i] == sc->loop ||
+		    (fstatat(dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+		     (uint64_t)st.st_size == f->size))
+			continue;
+		uint64_t r = bsize ? (f->size + bsize - 1) / bsize * bsize : f->size;
+		need = need > UINT64_MAX - r ? UINT64_MAX : need + r;
+	}
+	return need;
+}
+
 static bool sibling_wants(void *ctx, const struct sstf__partial_key *key)
 {
 	struct siblings_ctx *sc = ctx;
@@ -472,8 +493,10 @@ int sstf__group_submit(struct sstf_engine *e, const struct sstf_batch *batch, ui
 		sub.on_progress = batch->on_progress ? part_progress : NULL;
 		sub.user = p;
 		sc.loop = k;
-		struct sstf__siblings sib = {
-			.need = total - need[k], .wants = sibling_wants, .ctx = &sc};
+		struct sstf__siblings sib = {.need = total - need[k],
+		                             .need_missing = siblings_need_missing,
+		                             .wants = sibling_wants,
+		                             .ctx = &sc};
 		ret = sstf__submit_prepare(p->loop, &sub, &sib, &prepared[k]);
 		if (ret == 0) {
 			p->id = prepared[k]->id;

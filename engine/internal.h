@@ -376,13 +376,17 @@ void sstf__tmp_name(char out[SSTF__TMP_NAME_MAX], uint64_t token, size_t index);
 /*
  * The other parts of a batch that an engine with threads > 1 spread over
  * its loops (group.c), as one part's submit must see them: the disk bytes
- * they need, which admission counts with the part's own, and whether a dead
- * writer's partial file belongs to one of their files, which the sweep then
- * leaves for that part's own submit instead of removing it.
+ * they need, which admission counts with the part's own (`need`, their
+ * sizes in 4 KiB blocks; `need_missing`, asked only when that does not fit:
+ * the same in blocks of `bsize` without their files already in place under
+ * dirfd), and whether a dead writer's partial file belongs to one of their
+ * files, which the sweep then leaves for that part's own submit instead of
+ * removing it.
  */
 struct sstf__partial_key;
 struct sstf__siblings {
 	uint64_t need;
+	uint64_t (*need_missing)(void *ctx, int dirfd, uint64_t bsize);
 	bool (*wants)(void *ctx, const struct sstf__partial_key *key);
 	void *ctx;
 };
