@@ -30,6 +30,7 @@
 
 #include "internal.h"
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/origin.h"
 #include "support/sanitizers.h"
@@ -82,7 +83,7 @@ static sstf_engine *engine_new(const struct sstf_config *base)
 		cfg.mem_limit = 8 * 64 * KIB;
 	}
 	sstf_engine *eng = NULL;
-	int err = sstf_engine_new(&cfg, &eng);
+	int err = test_engine_new(&cfg, &eng);
 	cr_assert_eq(err, 0, "sstf_engine_new: %s", sstf_strerror(err));
 	return eng;
 }
@@ -307,12 +308,12 @@ Test(dest, sweep_removes_dead_writers_files_and_keeps_live_ones, .init = fixture
  * file i, holding `offset` bytes of it (`corrupt`: with one flipped) and a
  * checkpoint at `offset` with the hash state of the true bytes.
  */
-static void crashed_writer(size_t i, uint64_t offset, bool corrupt)
+static void crashed_writer_at(size_t i, unsigned tmp_index, uint64_t offset, bool corrupt)
 {
 	char *stage = ds_strfmt("%s/.sstf", dest);
 	cr_assert_eq(ds_mkdirs(stage), 0);
 	put(stage, "00000000deadbeef.lock", "");
-	char *tmp = ds_strfmt("%s/00000000deadbeef-7.tmp", stage);
+	char *tmp = ds_strfmt("%s/00000000deadbeef-%u.tmp", stage, tmp_index);
 	uint8_t *buf = malloc(offset);
 	cr_assert_not_null(buf);
 	int sfd = open(ds.files[i].path, O_RDONLY | O_CLOEXEC);
@@ -340,6 +341,11 @@ static void crashed_writer(size_t i, uint64_t offset, bool corrupt)
 	free(buf);
 	free(tmp);
 	free(stage);
+}
+
+static void crashed_writer(size_t i, uint64_t offset, bool corrupt)
+{
+	crashed_writer_at(i, 7, offset, corrupt);
 }
 
 static void resume_case(bool corrupt, enum sstf_existing existing)
@@ -382,6 +388,45 @@ Test(dest, crashed_writers_partial_resumes_from_its_checkpoint, .init = fixture_
      .fini = fixture_fini)
 {
 	resume_case(false, SSTF_EXISTING_TRUST);
+}
+
+/*
+ * With two loops (sstf_config.threads) the batch becomes one generation per
+ * loop, prepared one after the other: the two largest files land on
+ * different loops. The first part's sweep finds the crashed writer's two
+ * partials; it must leave the one of the other part's file for that part
+ * to resume, not remove it as a partial of no file of its own.
+ */
+Test(dest, crashed_writers_partials_resume_on_whichever_loop_takes_their_file,
+     .init = fixture_init, .fini = fixture_fini)
+{
+	const uint64_t offset = 1 * MIB;
+	crashed_writer_at(NF - 1, 7, offset, false);
+	crashed_writer_at(NF - 2, 8, offset, false);
+	struct sstf_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.buf_size = 64 * KIB;
+	cfg.max_transfers = 4;
+	cfg.mem_limit = 8 * 64 * KIB;
+	cfg.direct_io = SSTF_ON;
+	cfg.threads = 2;
+	sstf_engine *eng = engine_new(&cfg);
+	struct sstf_file *f = batch_named(NULL);
+	struct rec r;
+	rec_init(&r);
+	int res = wait_gen(eng, submit(eng, dest, f, NF, &r));
+	cr_expect_eq(res, 0, "%s", sstf_strerror(res));
+	for (size_t i = 0; i < NF; i++)
+		expect_same(dest, NULL, i);
+	expect_no_temps(dest);
+	for (size_t i = NF - 2; i < NF; i++) {
+		cr_expect_eq(r.resumed_from[i], offset, "file %zu resumed from %" PRIu64, i,
+		             r.resumed_from[i]);
+		cr_expect_eq(r.bytes[i], ds.files[i].size - offset,
+		             "file %zu: %" PRIu64 " bytes fetched", i, r.bytes[i]);
+	}
+	engine_free_checked(eng);
+	ds_batch_free(f, NF, 1);
 }
 
 Test(dest, strict_mode_rehashes_the_prefix_and_resumes_when_it_matches,

@@ -32,6 +32,7 @@
 
 #include "internal.h"
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/faultorigin.h"
 #include "support/sanitizers.h"
@@ -133,7 +134,7 @@ static struct sstf_config small_config(void)
 static sstf_engine *engine_new(const struct sstf_config *cfg)
 {
 	sstf_engine *eng = NULL;
-	int err = sstf_engine_new(cfg, &eng);
+	int err = test_engine_new(cfg, &eng);
 	cr_assert_eq(err, 0, "sstf_engine_new: %s", sstf_strerror(err));
 	return eng;
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/sanitizers.h"
 
@@ -48,7 +49,7 @@ static sstf_engine *engine_new(void)
 	cfg.max_retries = -1; /* a failure ends the file at once */
 	cfg.max_transfers = 4;
 	sstf_engine *eng = NULL;
-	int err = sstf_engine_new(&cfg, &eng);
+	int err = test_engine_new(&cfg, &eng);
 	cr_assert_eq(err, 0, "sstf_engine_new: %s", sstf_strerror(err));
 	return eng;
 }
@@ -135,7 +136,7 @@ Test(loop, file_failing_in_the_last_pass_lets_the_next_one_start, .init = fixtur
 	cfg.max_retries = -1;
 	cfg.max_transfers = 1;
 	sstf_engine *eng = NULL;
-	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	cr_assert_eq(test_engine_new(&cfg, &eng), 0);
 	struct sstf_file f[3] = {
 		{.name = "a", .url = "http://127.0.0.1:99999/a", .size = 10},
 		{.name = "b", .url = "http://127.0.0.1:99999/b", .size = 10},
@@ -191,7 +192,7 @@ Test(loop, retry_scheduled_while_collecting_runs, .init = fixture_init, .fini = 
 	cfg.max_retries = 2;
 	cfg.max_transfers = 1;
 	sstf_engine *eng = NULL;
-	cr_assert_eq(sstf_engine_new(&cfg, &eng), 0);
+	cr_assert_eq(test_engine_new(&cfg, &eng), 0);
 	struct one o = {0};
 	/* Port 1 on loopback: refused at once, every time. */
 	int res = fetch_one(eng, "http://127.0.0.1:1/000001.sst", &o);

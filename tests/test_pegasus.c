@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/sanitizers.h"
 #include "support/origin.h"
@@ -111,7 +112,7 @@ static sstf_engine *engine_new(int fsync_on)
 	cfg.fsync = fsync_on ? SSTF_ON : SSTF_OFF;
 	cfg.progress_interval_ms = 1;
 	sstf_engine *eng = NULL;
-	int err = sstf_engine_new(&cfg, &eng);
+	int err = test_engine_new(&cfg, &eng);
 	cr_assert_eq(err, 0, "sstf_engine_new: %s", sstf_strerror(err));
 	return eng;
 }

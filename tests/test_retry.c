@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/origin.h"
 
@@ -117,7 +118,7 @@ static int fetch_with_cuts(int max_retries, struct run *run, struct sstf_stats *
 		.fsync = SSTF_OFF,
 	};
 	sstf_engine *e;
-	cr_assert_eq(sstf_engine_new(&cfg, &e), 0);
+	cr_assert_eq(test_engine_new(&cfg, &e), 0);
 	struct sstf_file *files = ds_batch_new(&ds, origin->base_url, SSTF_DIGEST_XXH3);
 	cr_assert_not_null(files);
 	struct sstf_batch b = {
@@ -184,7 +185,7 @@ Test(retry, cut_transfers_fail_without_retries)
 Test(retry, not_found_is_not_retried)
 {
 	sstf_engine *e;
-	cr_assert_eq(sstf_engine_new(NULL, &e), 0);
+	cr_assert_eq(test_engine_new(NULL, &e), 0);
 	struct sstf_file *files = ds_batch_new(&ds, origin->base_url, SSTF_DIGEST_XXH3);
 	char *missing = ds_strfmt("%s/missing.sst", origin->base_url);
 	cr_assert_eq(ds_set_str(&files[0].url, missing), 0);

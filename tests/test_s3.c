@@ -28,6 +28,7 @@
 
 #include "internal.h"
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/s3server.h"
 
@@ -122,7 +123,7 @@ static int fetch(const struct sstf_config *cfg, const struct sstf_file *files, s
 {
 	memset(o, 0, sizeof(*o));
 	sstf_engine *e = NULL;
-	int r = sstf_engine_new(cfg, &e);
+	int r = test_engine_new(cfg, &e);
 	cr_assert_eq(r, 0, "sstf_engine_new: %s", sstf_strerror(r));
 	char err[512] = "";
 	struct sstf_batch b = {
@@ -622,7 +623,7 @@ Test(s3, the_configuration_is_checked)
 		cr_expect_eq(sstf_config_check(&cfg, err, sizeof(err)), -EINVAL, "case %zu", i);
 		cr_expect(strstr(err, bad[i].want), "case %zu: %s", i, err);
 		sstf_engine *e = NULL;
-		cr_expect_eq(sstf_engine_new(&cfg, &e), -EINVAL, "case %zu", i);
+		cr_expect_eq(test_engine_new(&cfg, &e), -EINVAL, "case %zu", i);
 	}
 	struct sstf_s3_config good = {.endpoint = "https://rgw.example.net:7480/",
 	                              .access_key_id = "AKIA",

@@ -45,6 +45,7 @@
 
 #include "internal.h"
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/faultorigin.h"
 #include "support/sanitizers.h"
@@ -180,7 +181,7 @@ static sstf_engine *engine_new(const struct sstf_config *cfg)
 {
 	sstf_engine *eng = NULL;
 	char errbuf[256] = "";
-	int err = sstf_engine_new(cfg, &eng);
+	int err = test_engine_new(cfg, &eng);
 	if (err)
 		sstf_config_check(cfg, errbuf, sizeof(errbuf));
 	cr_assert_eq(err, 0, "sstf_engine_new: %s (%s)", sstf_strerror(err), errbuf);
@@ -193,13 +194,37 @@ static void engine_free_checked(sstf_engine *eng)
 	cr_expect_eq(sanitizer_leak_check(), 0, "LeakSanitizer: leaks (report above)");
 }
 
+/* The size of one part of a split file. Set before the loop threads
+ * start, read-only after; every loop has the test's config (threads.h). */
+static uint64_t part_size(sstf_engine *eng)
+{
+	return sstf__engine_loop(eng, 0)->part_size;
+}
+
+/* Writes that waited for the budget, or were dropped from its queue, on
+ * every loop. */
+static uint64_t writes_waited(sstf_engine *eng)
+{
+	uint64_t n = 0;
+	for (unsigned k = 0; k < sstf__engine_loops(eng); k++)
+		n += atomic_load(&sstf__engine_loop(eng, k)->pool.wq_waited);
+	return n;
+}
+
+static uint64_t writes_dropped(sstf_engine *eng)
+{
+	uint64_t n = 0;
+	for (unsigned k = 0; k < sstf__engine_loops(eng); k++)
+		n += atomic_load(&sstf__engine_loop(eng, k)->pool.wq_dropped);
+	return n;
+}
+
 /* Parts the engine cuts a file of `size` into (1 below split_min). */
 static uint64_t parts_of(sstf_engine *eng, uint64_t size)
 {
 	if (size < SPLIT_MIN || size == 0)
 		return 1;
-	/* Set before the loop thread starts, read-only after. */
-	uint64_t ps = eng->part_size;
+	uint64_t ps = part_size(eng);
 	cr_assert_gt(ps, 0);
 	return (size + ps - 1) / ps;
 }
@@ -473,7 +498,7 @@ Test(split, random_sizes_and_split_counts_are_byte_identical)
 		snprintf(ctx, sizeof(ctx),
 		         "seed 0x%" PRIx64 " (SSTF_SPLIT_SEED), round %u, split %u, %u buffers a "
 		         "transfer, parts of %" PRIu64 " bytes",
-		         seed, round, split, bufs, eng->part_size);
+		         seed, round, split, bufs, part_size(eng));
 
 		/* Every file at once: the streams of many files share slots
 		 * and buffers. */
@@ -602,7 +627,7 @@ Test(split, tiny_pool_peak_never_passes_the_pool)
 		cr_assert_eq(sstf_stats(eng, &st), 0);
 		cr_log_info("%s: peak %" PRIu64 " of %" PRIu64 " buffers, %" PRIu64 " samples", ctx,
 		            st.buffers_peak, st.buffers_total, s.samples);
-		cr_expect_eq(st.buffers_total, 2 * configs[c].transfers, "%s: a pool of %" PRIu64,
+		cr_expect_eq(st.buffers_total, 2 * configs[c].transfers * test_loops(), "%s: a pool of %" PRIu64,
 		             ctx, st.buffers_total);
 		cr_expect_leq(st.buffers_peak, st.buffers_total,
 		              "%s: %" PRIu64 " buffers in use at once, the pool holds %" PRIu64, ctx,
@@ -650,7 +675,7 @@ Test(split, range_cut_midway_resumes_only_its_own_range)
 	struct sstf_config cfg = split_config(4, 4, 16); /* 64 buffers: parts of 512 KiB */
 	cfg.max_retries = 10;
 	sstf_engine *eng = engine_new(&cfg);
-	cr_assert_eq(eng->part_size, 512 * KIB, "parts of %" PRIu64, eng->part_size);
+	cr_assert_eq(part_size(eng), 512 * KIB, "parts of %" PRIu64, part_size(eng));
 	const char *base = fault_origin_url(fo);
 	size_t which = 0;
 	struct sstf_file *files = files_new(&which, 1, &base, 1);
@@ -892,16 +917,16 @@ Test(split, writes_past_the_budget_wait_and_every_file_is_byte_identical)
 	struct sstf_file *files = files_new(which, 12, bases, 1);
 	struct sstf_config cfg = split_config(4, BUDGET_TRANSFERS, BUDGET_BUFS);
 	sstf_engine *eng = engine_new(&cfg);
-	/* Set before the loop thread starts, read-only after. */
-	cr_assert_eq(eng->pool.wbytes_max, eng->pool.n * BUF / 4);
+	/* Set before the loop threads start, read-only after. */
+	const struct sstf__pool *pool = &sstf__engine_loop(eng, 0)->pool;
+	cr_assert_eq(pool->wbytes_max, pool->n * BUF / 4);
 	struct rec r;
 	int res = fetch(eng, files, 12, &r);
 	cr_expect_eq(res, 0, "batch %d (%s)", res, sstf_strerror(res));
 	expect_dest(which, 12, "write budget");
-	cr_expect_gt(atomic_load(&eng->pool.wq_waited), 0,
-	             "no write waited for the budget of %" PRIu64 " bytes",
-	             eng->pool.wbytes_max);
-	cr_expect_eq(atomic_load(&eng->pool.wq_dropped), 0);
+	cr_expect_gt(writes_waited(eng), 0, "no write waited for the budget of %" PRIu64 " bytes",
+	             pool->wbytes_max);
+	cr_expect_eq(writes_dropped(eng), 0);
 	pthread_mutex_destroy(&r.mu);
 	engine_free_checked(eng);
 	files_free(files, 12);
@@ -928,7 +953,7 @@ Test(split, a_cancel_drops_the_writes_waiting_for_the_budget)
 	struct sstf_config cfg = split_config(1, BUDGET_TRANSFERS, BUDGET_BUFS);
 	sstf_engine *eng = engine_new(&cfg);
 	unsigned tries = 0;
-	while (atomic_load(&eng->pool.wq_dropped) == 0 && tries < TRIES) {
+	while (writes_dropped(eng) == 0 && tries < TRIES) {
 		tries++;
 		struct rec r;
 		rec_init(&r, N);
@@ -967,10 +992,10 @@ Test(split, a_cancel_drops_the_writes_waiting_for_the_budget)
 		pthread_mutex_destroy(&r.mu);
 		cr_assert_eq(ds_empty_dir(dest), 0);
 	}
-	cr_expect_gt(atomic_load(&eng->pool.wq_dropped), 0,
+	cr_expect_gt(writes_dropped(eng), 0,
 	             "%u cancels, none while writes waited for the budget (%" PRIu64
 	             " waited in all)",
-	             tries, atomic_load(&eng->pool.wq_waited));
+	             tries, writes_waited(eng));
 	engine_free_checked(eng);
 	files_free(files, N);
 	free(which);
@@ -1001,10 +1026,10 @@ Test(split, connections_are_kept_from_one_file_to_the_next)
 	engine_free_checked(eng);
 	expect_dest(which, MAXF, "connections");
 	/* Two streams, each with a connection it keeps: a third would be a
-	 * connection closed and opened again. */
-	cr_assert_leq(conns, cfg.max_transfers,
+	 * connection closed and opened again. Loops share no connection. */
+	cr_assert_leq(conns, cfg.max_transfers * test_loops(),
 	              "%u connections for %d files over %u streams", conns, MAXF,
-	              cfg.max_transfers);
+	              cfg.max_transfers * test_loops());
 	files_free(files, MAXF);
 	free(which);
 }
@@ -1296,7 +1321,7 @@ Test(split, mirrors_that_differ_are_caught_by_the_digest)
 	struct sstf_config cfg = split_config(4, 8, 8);
 	sstf_engine *eng = engine_new(&cfg);
 	cr_assert_gt(parts_of(eng, sizes[0]), 2);
-	const uint64_t bad_off = eng->part_size + 1234;
+	const uint64_t bad_off = part_size(eng) + 1234;
 
 	cr_assert_eq(ds_mkdtemp("split-alt", &alt_root), 0);
 	char *bad_path = ds_strfmt("%s/%s", alt_root, ds.files[0].name);

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/origin.h"
 #include "support/sanitizers.h"
@@ -1253,7 +1254,7 @@ static void run_storm(unsigned index, struct totals *tot)
 	atomic_store(&violations, 0);
 	first_violation[0] = '\0';
 
-	int err = sstf_engine_new(&st->cfg, &st->eng);
+	int err = test_engine_new(&st->cfg, &st->eng);
 	cr_assert_eq(err, 0, "sstf_engine_new: %d (%s)\n%s", err, sstf_strerror(err), desc);
 	const uint64_t hang_ns = (uint64_t)hang_s * 1000000000ull;
 	const uint64_t slack_ns = (uint64_t)WATCHDOG_SLACK_S * 1000000000ull;

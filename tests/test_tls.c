@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "sstfetch.h"
+#include "support/threads.h"
 #include "support/dataset.h"
 #include "support/origin.h"
 #include "support/sanitizers.h"
@@ -150,7 +151,7 @@ static sstf_engine *engine_with(const char *ca_file, const char *ca_path)
 	int err = sstf_config_check(&cfg, why, sizeof(why));
 	cr_assert_eq(err, 0, "sstf_config_check: %s: %s", sstf_strerror(err), why);
 	sstf_engine *eng = NULL;
-	err = sstf_engine_new(&cfg, &eng);
+	err = test_engine_new(&cfg, &eng);
 	cr_assert_eq(err, 0, "sstf_engine_new: %s", sstf_strerror(err));
 	poison_free(f);
 	poison_free(p);
@@ -435,7 +436,7 @@ static void expect_refused(const struct sstf_config *cfg, const char *field,
 	          field);
 	cr_expect(strstr(why, path) != NULL, "message \"%s\" does not name %s", why, path);
 	sstf_engine *eng = (sstf_engine *)(uintptr_t)0x1;
-	err = sstf_engine_new(cfg, &eng);
+	err = test_engine_new(cfg, &eng);
 	cr_expect_eq(err, -EINVAL, "sstf_engine_new: %d (%s)", err, sstf_strerror(err));
 	cr_expect_eq(eng, (sstf_engine *)(uintptr_t)0x1, "*out changed on error");
 	if (err == 0)

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "dataset.h"
+#include "threads.h"
 
 /* How long one round of waiting sleeps in poll() at most: the latency of
  * noticing an exit that printed nothing. */
@@ -309,6 +310,19 @@ struct tool_proc *tool_spawn(const char *const *wrapper, const char *const *args
 	}
 	size_t tool_at = argc;
 	argv[argc++] = (char *)tool;
+	/* The suite's loop threads (threads.h) for a run that fetches (one
+	 * with --dest or --pegasus: --gen-dataset and the like refuse job
+	 * options), before the test's own options, so that a test may still
+	 * set --threads itself. */
+	bool fetches = false;
+	for (const char *const *a = args; *a; a++)
+		if (!strncmp(*a, "--dest", 6) || !strncmp(*a, "--pegasus", 9))
+			fetches = true;
+	char threads_opt[32];
+	if (fetches && test_threads()) {
+		snprintf(threads_opt, sizeof(threads_opt), "--threads=%u", test_threads());
+		argv[argc++] = threads_opt;
+	}
 	for (const char *const *a = args; *a; a++) {
 		cr_assert_lt(argc, TOOL_MAX_ARGS + 1);
 		argv[argc++] = (char *)*a;
