@@ -512,6 +512,9 @@ int sstf__group_submit(struct sstf_engine *e, const struct sstf_batch *batch, ui
 	}
 
 	gg->parts_left = gg->nparts;
+	/* Held until every part started, so gg outlives the loop below even
+	 * if its parts all end meanwhile. */
+	gg->waiters = 1;
 	pthread_mutex_lock(&grp->lock);
 	stopping = grp->stopping;
 	if (!stopping) {
@@ -532,6 +535,15 @@ int sstf__group_submit(struct sstf_engine *e, const struct sstf_batch *batch, ui
 	for (unsigned k = 0; k < grp->n; k++)
 		if (prepared[k])
 			sstf__submit_start(grp->loops[k], prepared[k]);
+	/* A cancel asked meanwhile (a callback of a part already started has
+	 * the id) missed the parts not started yet: ask them now. Either
+	 * that cancel sees a part started, or this sees its flag. */
+	if (atomic_load(&gg->cancel_requested))
+		for (unsigned k = 0; k < gg->nparts; k++)
+			sstf__cancel(gg->part[k].loop, gg->part[k].id, false);
+	pthread_mutex_lock(&grp->lock);
+	gg->waiters--;
+	pthread_mutex_unlock(&grp->lock);
 	gg = NULL;
 	index = NULL;
 out:
