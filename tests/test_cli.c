@@ -422,6 +422,7 @@ Test(cli, bad_options_exit_2_and_name_the_option)
 		{"--verify=sha256", "--verify=sha256", "xxh128"},
 		{"--rate=abc", "--rate=abc", "a size from 0 to 1t"},
 		{"--split=65", "--split=65", "from 1 to 64"},
+		{"--threads=65", "--threads=65", "from 1 to 64"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct run r;
@@ -435,6 +436,14 @@ Test(cli, bad_options_exit_2_and_name_the_option)
 		          r.err);
 		cr_assert(!ds_exists(dest), "%s: created %s", r.cmd, dest);
 	}
+
+	/* More loop threads than transfers: the engine's own check, named. */
+	struct run rt;
+	RUN(&rt, manifest, source, dest_arg, "--parallel=2", "--threads=4");
+	expect_exit(&rt, 2);
+	cr_assert(strstr(rt.err, "threads=4") && strstr(rt.err, "at most max_transfers (2)"),
+	          "%s: stderr does not say why:\n%s", rt.cmd, rt.err);
+	cr_assert(!ds_exists(dest), "%s: created %s", rt.cmd, dest);
 
 	/* The same in a job file: named with the file and line. */
 	const char *jobfile = fmt("%s/bad.fio", work);
