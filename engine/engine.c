@@ -829,11 +829,7 @@ int sstf_engine_new(const struct sstf_config *config, sstf_engine **out)
 	atomic_init(&e->retries, 0);
 	atomic_init(&e->buffers_peak, 0);
 	pthread_mutex_init(&e->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&e->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	sstf__cond_init(&e->cond);
 
 	ret = sstf__net_init(&e->net, &a, &cfg);
 	if (ret < 0)
@@ -1089,6 +1085,38 @@ int sstf_cancel(sstf_engine *e, uint64_t id)
 	return sstf__cancel(e, id, true);
 }
 
+void sstf__cond_init(pthread_cond_t *cond)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void sstf__wait_deadline(struct timespec *deadline, int timeout_ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, deadline);
+	if (timeout_ms > 0) {
+		deadline->tv_sec += timeout_ms / 1000;
+		deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (deadline->tv_nsec >= 1000000000L) {
+			deadline->tv_sec++;
+			deadline->tv_nsec -= 1000000000L;
+		}
+	}
+}
+
+int sstf__wait_step(pthread_cond_t *cond, pthread_mutex_t *lock, int timeout_ms,
+                    const struct timespec *deadline)
+{
+	if (timeout_ms < 0)
+		return pthread_cond_wait(cond, lock);
+	if (timeout_ms == 0)
+		return ETIMEDOUT;
+	return pthread_cond_timedwait(cond, lock, deadline);
+}
+
 int sstf_wait(sstf_engine *e, uint64_t id, int timeout_ms)
 {
 	if (!e)
@@ -1098,15 +1126,7 @@ int sstf_wait(sstf_engine *e, uint64_t id, int timeout_ms)
 	if (on_loop_thread(e))
 		return -EDEADLK;
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	if (timeout_ms > 0) {
-		deadline.tv_sec += timeout_ms / 1000;
-		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (deadline.tv_nsec >= 1000000000L) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000L;
-		}
-	}
+	sstf__wait_deadline(&deadline, timeout_ms);
 	pthread_mutex_lock(&e->lock);
 	struct sstf__gen *g = find_gen(e, id);
 	if (!g) {
@@ -1115,14 +1135,8 @@ int sstf_wait(sstf_engine *e, uint64_t id, int timeout_ms)
 	}
 	g->waiters++;
 	int ret = 0;
-	while (g->state != SSTF__GEN_ENDED && ret == 0) {
-		if (timeout_ms < 0)
-			pthread_cond_wait(&e->cond, &e->lock);
-		else if (timeout_ms == 0)
-			ret = ETIMEDOUT;
-		else
-			ret = pthread_cond_timedwait(&e->cond, &e->lock, &deadline);
-	}
+	while (g->state != SSTF__GEN_ENDED && ret == 0)
+		ret = sstf__wait_step(&e->cond, &e->lock, timeout_ms, &deadline);
 	int result = g->state == SSTF__GEN_ENDED ? g->result : -ETIMEDOUT;
 	g->waiters--;
 	pthread_mutex_unlock(&e->lock);

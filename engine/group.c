@@ -161,11 +161,7 @@ int sstf__group_new(const struct sstf_config *c, sstf_engine **out)
 	grp->next_id = 1;
 	pthread_mutex_init(&grp->cb_lock, NULL);
 	pthread_mutex_init(&grp->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&grp->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	sstf__cond_init(&grp->cond);
 	int ret = 0;
 	for (unsigned k = 0; k < grp->n && ret == 0; k++) {
 		struct sstf_config lc;
@@ -618,15 +614,7 @@ int sstf__group_wait(struct sstf_engine *e, uint64_t id, int timeout_ms)
 	if (on_a_loop(grp))
 		return -EDEADLK;
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	if (timeout_ms > 0) {
-		deadline.tv_sec += timeout_ms / 1000;
-		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (deadline.tv_nsec >= 1000000000L) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000L;
-		}
-	}
+	sstf__wait_deadline(&deadline, timeout_ms);
 	pthread_mutex_lock(&grp->lock);
 	struct ggen *gg = find(grp, id);
 	if (!gg) {
@@ -635,14 +623,8 @@ int sstf__group_wait(struct sstf_engine *e, uint64_t id, int timeout_ms)
 	}
 	gg->waiters++;
 	int ret = 0;
-	while (!gg->ended && ret == 0) {
-		if (timeout_ms < 0)
-			pthread_cond_wait(&grp->cond, &grp->lock);
-		else if (timeout_ms == 0)
-			ret = ETIMEDOUT;
-		else
-			ret = pthread_cond_timedwait(&grp->cond, &grp->lock, &deadline);
-	}
+	while (!gg->ended && ret == 0)
+		ret = sstf__wait_step(&grp->cond, &grp->lock, timeout_ms, &deadline);
 	bool ended = gg->ended;
 	int result = ended ? gg->result : -ETIMEDOUT;
 	struct part_ids ids;

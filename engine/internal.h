@@ -1127,6 +1127,13 @@ int sstf__submit_prepare(struct sstf_engine *e, const struct sstf_batch *batch,
                          const struct sstf__siblings *sib, struct sstf__gen **out);
 void sstf__submit_start(struct sstf_engine *e, struct sstf__gen *g);
 void sstf__submit_abandon(struct sstf_engine *e, struct sstf__gen *g);
+/* sstf_wait()'s clock: a condition on CLOCK_MONOTONIC, the deadline of
+ * timeout_ms (< 0: none, 0: now), and one wait on cond towards it: 0, or
+ * ETIMEDOUT once it passed (at once for 0). */
+void sstf__cond_init(pthread_cond_t *cond);
+void sstf__wait_deadline(struct timespec *deadline, int timeout_ms);
+int sstf__wait_step(pthread_cond_t *cond, pthread_mutex_t *lock, int timeout_ms,
+                    const struct timespec *deadline);
 /* sstf_cancel() of a single-loop engine; !wait: ask, and return
  * -EINPROGRESS (or 0 for an ended generation) without waiting. */
 int sstf__cancel(struct sstf_engine *e, uint64_t id, bool wait);
