@@ -578,8 +578,8 @@ struct sstf_progress {
  * Callbacks. All run on the engine's loop thread (with threads > 1, on
  * any of its loop threads), never two at once, and must not block for
  * long: the loop does nothing else meanwhile, and with threads > 1 the
- * other loops' callbacks wait for it. They may
- * call any sstf_ function except sstf_engine_free(), sstf_wait() (which
+ * other loops' callbacks wait for it. They may call any sstf_ function
+ * except sstf_engine_free(), sstf_wait() (which
  * returns -EDEADLK there) and, for their own engine, nothing blocking.
  * Pointers passed to a callback are valid only during the call.
  *
@@ -673,8 +673,9 @@ SSTF_API int sstf_check_batch(const struct sstf_batch *batch);
 /*
  * Cancels a generation.
  *
- * From any thread other than the engine's loop threads, sstf_cancel() blocks
- * until the generation is finished on every loop, and returns 0. Once it has returned:
+ * From any thread other than the engine's loop threads, sstf_cancel()
+ * blocks until the generation is finished on every loop, and returns 0.
+ * Once it has returned:
  *   - the generation's transfers are stopped and its io_uring operations
  *     are cancelled, and every completion of them has come back;
  *   - its temporary files are removed;
