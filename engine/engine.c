@@ -534,6 +534,7 @@ static void *loop_main(void *arg)
 	struct sstf_engine *e = arg;
 	int ret = sstf__ring_init(&e->ring, e->cfg.ring_depth, &e->ring_flags);
 	if (ret == 0) {
+		sstf__ring_probe(&e->ring, &e->ring_cut, &e->ring_xattr);
 		struct iovec *iov = sstf__alloc(&e->alloc, e->pool.n * sizeof(*iov));
 		if (iov) {
 			for (uint32_t i = 0; i < e->pool.n; i++) {

@@ -116,9 +116,8 @@ enum sstf__op {
 	SSTF__OP_POLL_REMOVE,
 	SSTF__OP_WRITE,        /* aux = buffer index */
 	SSTF__OP_READ,         /* a source's read into a buffer, aux = index */
-	SSTF__OP_FSYNC,        /* fdatasync of the temporary file: before
-	                          publishing (aux 0) or for a checkpoint
-	                          (aux SSTF__FSYNC_CKPT) */
+	SSTF__OP_TMPFILE,      /* an operation on the temporary file other
+	                          than a write: aux = enum sstf__tmp_op */
 	SSTF__OP_RENAME,       /* publish */
 	SSTF__OP_DIRSYNC,      /* fsync of the parent directory (on a FILE
 	                          slot, or a DIR slot: dirsync.c) */
@@ -130,7 +129,14 @@ enum sstf__op {
 	SSTF__OP_COUNT
 };
 _Static_assert(SSTF__OP_COUNT <= 16, "an op must fit a tag's 4 op bits");
-#define SSTF__FSYNC_CKPT 1u /* aux of an SSTF__OP_FSYNC for a checkpoint */
+/* The aux of an SSTF__OP_TMPFILE (sink.c). */
+enum sstf__tmp_op {
+	SSTF__TMP_SYNC,        /* fdatasync before publishing */
+	SSTF__TMP_CKPT_SYNC,   /* fdatasync up to a checkpoint */
+	SSTF__TMP_CKPT_RECORD, /* fsetxattr of the checkpoint's record */
+	SSTF__TMP_CUT,         /* ftruncate of the O_DIRECT tail */
+	SSTF__TMP_VOUCH,       /* fsetxattr of the publish record */
+};
 
 #define SSTF__TAG_OP_BITS 4
 #define SSTF__TAG_AUX_BITS 12
@@ -441,9 +447,29 @@ struct sstf__partial {
 /* The 64-bit hash that identifies a name in a checkpoint. */
 uint64_t sstf__name_hash(const char *name);
 /*
- * Writes the publish record of f onto fd, taking the mtime from fstat(fd).
- * Returns 0 or -errno (-ENOTSUP where the filesystem has no user xattrs:
- * then the next run re-hashes the file instead of trusting it).
+ * A record's bytes and the name of its extended attribute, built apart from
+ * setting it so that the loop can hand the set to the ring (an fsetxattr
+ * waits for the inode's lock, which a write of the same file can hold for
+ * as long as the disk takes): whoever sets it keeps this alive until the
+ * set completes.
+ */
+#define SSTF__RECORD_MAX 768
+struct sstf__record {
+	const char *name;
+	uint32_t len;
+	unsigned char bytes[SSTF__RECORD_MAX];
+};
+/* Sets r on fd now: 0 or -errno. */
+int sstf__record_put(int fd, const struct sstf__record *r);
+/*
+ * Builds the publish record of f for fd, taking the mtime from fstat(fd):
+ * so it must come after fd's last write and cut. 0 or -errno.
+ */
+int sstf__record_verified_make(int fd, const struct sstf__entry *f, struct sstf__record *out);
+/*
+ * Writes the publish record of f onto fd (make, then put). Returns 0 or
+ * -errno (-ENOTSUP where the filesystem has no user xattrs: then the next
+ * run re-hashes the file instead of trusting it).
  */
 int sstf__record_verified_set(int fd, const struct sstf__entry *f);
 /* True when fd (whose fstat is *st) carries a publish record matching f's
@@ -456,6 +482,9 @@ bool sstf__record_verified_matches(int fd, const struct stat *st,
  * file's size or mtime no longer match it.
  */
 int sstf__record_verified_get(int fd, struct sstf__partial *out);
+/* Builds a checkpoint of f at `offset` with hash state `state`. */
+void sstf__record_partial_make(const struct sstf__entry *f, uint64_t offset,
+                               const XXH3_state_t *state, struct sstf__record *out);
 /* Writes a checkpoint of f at `offset` with hash state `state` onto fd. */
 int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offset,
                              const XXH3_state_t *state);
@@ -550,12 +579,16 @@ static inline uint8_t *sstf__pool_buf(struct sstf__pool *p, int idx)
  *                                  temporary file is made
  *   CHECK -> FETCH                 an adopted prefix was checked
  *   CHECK -> IDLE                  skipped, or failed
- *   FETCH -> SYNC | RENAME         verified
+ *   FETCH -> CUT | SYNC | VOUCH | RENAME   verified (each step that is
+ *                                  not needed, or not in the ring, is
+ *                                  passed over)
  *   FETCH -> IDLE                  failed or cancelled
- *   SYNC -> RENAME                 durable
+ *   CUT -> SYNC | VOUCH | RENAME   tail cut
+ *   SYNC -> VOUCH | RENAME         durable
+ *   VOUCH -> RENAME                publish record set (or not: best effort)
  *   RENAME -> DIRSYNC | IDLE       renamed (IDLE with fsync off)
  *   DIRSYNC -> IDLE                published
- *   SYNC | RENAME | DIRSYNC -> IDLE  failed
+ *   CUT | SYNC | VOUCH | RENAME | DIRSYNC -> IDLE  failed
  */
 enum sstf__file_phase {
 	SSTF__X_IDLE,     /* slot free */
@@ -563,7 +596,9 @@ enum sstf__file_phase {
 	                     look at what is there, or the temporary file */
 	SSTF__X_CHECK,    /* re-hashing the file already in place */
 	SSTF__X_FETCH,    /* streams running or writes in flight */
+	SSTF__X_CUT,      /* ftruncate of the O_DIRECT tail in flight */
 	SSTF__X_SYNC,     /* fdatasync in flight */
+	SSTF__X_VOUCH,    /* fsetxattr of the publish record in flight */
 	SSTF__X_RENAME,   /* rename in flight */
 	SSTF__X_DIRSYNC,  /* directory fsync in flight */
 };
@@ -613,8 +648,12 @@ struct sstf__file {
 	uint64_t ckpt_off;  /* the pending checkpoint's offset; 0: none */
 	uint32_t ckpt_wait; /* writes below ckpt_off still in flight */
 	uint64_t sync_off;  /* the checkpoint whose fdatasync is in flight */
-	bool ckpt_syncing;  /* that fdatasync is in flight */
+	bool ckpt_syncing;  /* that fdatasync, or then its record's set, is
+	                       in flight */
 	bool ckpt_recorded; /* a checkpoint record is on the file */
+	/* The record whose set is in the ring (a checkpoint's or the publish
+	 * record: one at a time, as ckpt_syncing and the phase order them). */
+	struct sstf__record rec;
 
 	/* Bytes and streams. Every byte below `frontier` was hashed, in
 	 * order; buffers committed past it wait on the held list. */
@@ -1031,6 +1070,20 @@ bool sstf__rate_limited(struct sstf__rate *r);
 
 int sstf__ring_init(struct io_uring *ring, unsigned depth, unsigned *flags);
 /* A fresh SQE; submits what is queued when the SQ is full. Never NULL. */
+/*
+ * IORING_OP_FTRUNCATE (Linux 6.9), which liburing 2.3's headers predate:
+ * its number in the kernel's enum io_uring_op.
+ */
+#define SSTF__IORING_OP_FTRUNCATE 55
+/* Which of the optional file calls the ring takes: the tail cut
+ * (IORING_OP_FTRUNCATE) and the records (IORING_OP_FSETXATTR). */
+void sstf__ring_probe(struct io_uring *ring, bool *cut, bool *xattr);
+void sstf__ring_prep_ftruncate(struct io_uring_sqe *sqe, int fd, uint64_t len);
+#ifdef SSTF_TEST_HOOKS
+/* Set before an engine starts: its ring is taken to lack both calls, so
+ * that the tests cover the loop's own fallback. */
+extern bool sstf__test_ring_calls_off;
+#endif
 struct io_uring_sqe *sstf__ring_sqe(struct io_uring *ring);
 /*
  * Gives a prepared SQE its tag (slot s, op, aux) and counts it in flight on s
@@ -1073,6 +1126,11 @@ struct sstf_engine {
 	/* Loop-owned. */
 	struct io_uring ring;
 	unsigned ring_flags;
+	/* The ring takes IORING_OP_FTRUNCATE (Linux 6.9) and
+	 * IORING_OP_FSETXATTR (5.19): the tail cut and the records go to
+	 * io-wq, which may wait on the file's lock; without, the loop makes
+	 * those calls itself. */
+	bool ring_cut, ring_xattr;
 	uint64_t efd_value;
 	struct sstf__slots slots;
 	struct sstf__file *files;     /* one per FILE slot */

@@ -69,12 +69,16 @@ struct partial_rec {
 	uint64_t check; /* XXH3-64 of every byte before it */
 };
 
+_Static_assert(sizeof(struct verified_rec) <= SSTF__RECORD_MAX &&
+	               sizeof(struct partial_rec) <= SSTF__RECORD_MAX,
+               "a record must fit struct sstf__record");
+
 uint64_t sstf__name_hash(const char *name)
 {
 	return XXH3_64bits(name, strlen(name));
 }
 
-int sstf__record_verified_set(int fd, const struct sstf__entry *f)
+int sstf__record_verified_make(int fd, const struct sstf__entry *f, struct sstf__record *out)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
@@ -89,9 +93,24 @@ int sstf__record_verified_set(int fd, const struct sstf__entry *f)
 	r.mtime_sec = (int64_t)st.st_mtim.tv_sec;
 	r.mtime_nsec = (int64_t)st.st_mtim.tv_nsec;
 	memcpy(r.digest, f->digest.bytes, sizeof(r.digest));
-	if (fsetxattr(fd, SSTF__XATTR_VERIFIED, &r, sizeof(r), 0) < 0)
+	out->name = SSTF__XATTR_VERIFIED;
+	out->len = (uint32_t)sizeof(r);
+	memcpy(out->bytes, &r, sizeof(r));
+	return 0;
+}
+
+int sstf__record_put(int fd, const struct sstf__record *r)
+{
+	if (fsetxattr(fd, r->name, r->bytes, r->len, 0) < 0)
 		return -errno;
 	return 0;
+}
+
+int sstf__record_verified_set(int fd, const struct sstf__entry *f)
+{
+	struct sstf__record r;
+	int ret = sstf__record_verified_make(fd, f, &r);
+	return ret < 0 ? ret : sstf__record_put(fd, &r);
 }
 
 bool sstf__record_verified_matches(int fd, const struct stat *st,
@@ -132,8 +151,8 @@ int sstf__record_verified_get(int fd, struct sstf__partial *out)
 	return 0;
 }
 
-int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offset,
-                             const XXH3_state_t *state)
+void sstf__record_partial_make(const struct sstf__entry *f, uint64_t offset,
+                               const XXH3_state_t *state, struct sstf__record *out)
 {
 	struct partial_rec r;
 	memset(&r, 0, sizeof(r));
@@ -148,9 +167,17 @@ int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offse
 	memcpy(r.digest, f->digest.bytes, sizeof(r.digest));
 	memcpy(&r.state, state, sizeof(r.state));
 	r.check = XXH3_64bits(&r, offsetof(struct partial_rec, check));
-	if (fsetxattr(fd, SSTF__XATTR_PARTIAL, &r, sizeof(r), 0) < 0)
-		return -errno;
-	return 0;
+	out->name = SSTF__XATTR_PARTIAL;
+	out->len = (uint32_t)sizeof(r);
+	memcpy(out->bytes, &r, sizeof(r));
+}
+
+int sstf__record_partial_set(int fd, const struct sstf__entry *f, uint64_t offset,
+                             const XXH3_state_t *state)
+{
+	struct sstf__record r;
+	sstf__record_partial_make(f, offset, state, &r);
+	return sstf__record_put(fd, &r);
 }
 
 int sstf__record_partial_get(int fd, struct sstf__partial *out)

@@ -35,6 +35,31 @@ int sstf__ring_init(struct io_uring *ring, unsigned depth, unsigned *flags)
 	return ret;
 }
 
+#ifdef SSTF_TEST_HOOKS
+bool sstf__test_ring_calls_off;
+#endif
+
+void sstf__ring_probe(struct io_uring *ring, bool *cut, bool *xattr)
+{
+	*cut = *xattr = false;
+#ifdef SSTF_TEST_HOOKS
+	if (sstf__test_ring_calls_off)
+		return;
+#endif
+	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+	if (!p)
+		return;
+	*cut = io_uring_opcode_supported(p, SSTF__IORING_OP_FTRUNCATE);
+	*xattr = io_uring_opcode_supported(p, IORING_OP_FSETXATTR);
+	io_uring_free_probe(p);
+}
+
+void sstf__ring_prep_ftruncate(struct io_uring_sqe *sqe, int fd, uint64_t len)
+{
+	/* The kernel refuses any other field set (io_ftruncate_prep). */
+	io_uring_prep_rw(SSTF__IORING_OP_FTRUNCATE, sqe, fd, NULL, 0, len);
+}
+
 struct io_uring_sqe *sstf__ring_sqe(struct io_uring *ring)
 {
 	struct io_uring_sqe *sqe;

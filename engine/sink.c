@@ -95,8 +95,14 @@ static bool phase_allowed(enum sstf__file_phase from, enum sstf__file_phase to)
 	case SSTF__X_CHECK:
 		return to == SSTF__X_OPEN || to == SSTF__X_FETCH || to == SSTF__X_IDLE;
 	case SSTF__X_FETCH:
-		return to == SSTF__X_SYNC || to == SSTF__X_RENAME || to == SSTF__X_IDLE;
+		return to == SSTF__X_CUT || to == SSTF__X_SYNC || to == SSTF__X_VOUCH ||
+		       to == SSTF__X_RENAME || to == SSTF__X_IDLE;
+	case SSTF__X_CUT:
+		return to == SSTF__X_SYNC || to == SSTF__X_VOUCH || to == SSTF__X_RENAME ||
+		       to == SSTF__X_IDLE;
 	case SSTF__X_SYNC:
+		return to == SSTF__X_VOUCH || to == SSTF__X_RENAME || to == SSTF__X_IDLE;
+	case SSTF__X_VOUCH:
 		return to == SSTF__X_RENAME || to == SSTF__X_IDLE;
 	case SSTF__X_RENAME:
 		return to == SSTF__X_DIRSYNC || to == SSTF__X_IDLE;
@@ -835,27 +841,45 @@ static void checkpoint_sync(struct sstf_engine *e, struct sstf__file *f)
 	/* fdatasync: the record must follow its bytes, not be durable
 	 * itself. One lost in a crash leaves an older one, just as true. */
 	io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
-	sstf__ring_tag(sqe, f->slot, SSTF__OP_FSYNC, SSTF__FSYNC_CKPT);
+	sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_CKPT_SYNC);
 	f->ckpt_syncing = true;
+}
+
+/* A checkpoint's record was set (res 0), or could not be. */
+static void on_checkpoint_recorded(struct sstf_engine *e, struct sstf__file *f, int res)
+{
+	f->ckpt_syncing = false;
+	if (res == 0)
+		f->ckpt_recorded = true;
+	else if (!f->err)
+		/* No user xattrs here: no resume, no more syncs. */
+		f->ckpt_next = f->ckpt_off = 0;
+	checkpoint_sync(e, f);
 }
 
 static void on_checkpoint_synced(struct sstf_engine *e, struct sstf__file *f, int res)
 {
-	f->ckpt_syncing = false;
 	if (res < 0) {
+		f->ckpt_syncing = false;
 		sstf__file_fail(f, res, "fdatasync of a checkpoint failed");
-	} else if (!f->err) {
-		/* The bytes below sync_off are durable: only now may a record
-		 * claim them. */
-		int r = sstf__record_partial_set(f->fd, f->entry, f->sync_off, &f->sync_state);
-		if (r == 0) {
-			f->ckpt_recorded = true;
-		} else {
-			/* No user xattrs here: no resume, no more syncs. */
-			f->ckpt_next = f->ckpt_off = 0;
-		}
+		checkpoint_sync(e, f);
+		return;
 	}
-	checkpoint_sync(e, f);
+	if (f->err) {
+		on_checkpoint_recorded(e, f, -ECANCELED);
+		return;
+	}
+	/* The bytes below sync_off are durable: only now may a record claim
+	 * them. The next checkpoint waits for this one's record (ckpt_syncing
+	 * stays set), so records land in order. */
+	sstf__record_partial_make(f->entry, f->sync_off, &f->sync_state, &f->rec);
+	if (!e->ring_xattr) {
+		on_checkpoint_recorded(e, f, sstf__record_put(f->fd, &f->rec));
+		return;
+	}
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	io_uring_prep_fsetxattr(sqe, f->fd, f->rec.name, (const char *)f->rec.bytes, 0, f->rec.len);
+	sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_CKPT_RECORD);
 }
 
 /* Buffer idx's write is over: res is what its last part returned, or
@@ -939,11 +963,16 @@ void sstf__file_on_cqe(struct sstf_engine *e, struct sstf__file *f, enum sstf__o
 	case SSTF__OP_OPEN:
 		on_open(e, f, aux, res);
 		return; /* so does this */
-	case SSTF__OP_FSYNC:
-		if (aux == SSTF__FSYNC_CKPT)
+	case SSTF__OP_TMPFILE:
+		if (aux == SSTF__TMP_CKPT_SYNC)
 			on_checkpoint_synced(e, f, res);
-		else if (res < 0)
+		else if (aux == SSTF__TMP_CKPT_RECORD)
+			on_checkpoint_recorded(e, f, res);
+		else if (aux == SSTF__TMP_SYNC && res < 0)
 			sstf__file_fail(f, res, "fdatasync failed");
+		else if (aux == SSTF__TMP_CUT && res < 0)
+			sstf__file_fail(f, res, "cannot cut the O_DIRECT tail");
+		/* SSTF__TMP_VOUCH: best effort, as vouch() says. */
 		break;
 	case SSTF__OP_RENAME:
 		if (res < 0)
@@ -1033,19 +1062,11 @@ static int check_digest(struct sstf__file *f)
 	return 0;
 }
 
-/* check_digest, then (every write landed) the O_DIRECT tail cut. 0: f
- * may be published. */
-static int verify(struct sstf__file *f)
+/* An O_DIRECT file's last write was padded to the block: the padding is
+ * cut once every write landed. */
+static bool needs_cut(const struct sstf__file *f)
 {
-	const struct sstf__entry *ent = f->entry;
-	int v = check_digest(f);
-	if (v < 0)
-		return v;
-	if (f->direct && (ent->size % DIRECT_ALIGN) && ftruncate(f->fd, (off_t)ent->size) < 0) {
-		sstf__file_fail(f, -errno, "cannot cut the O_DIRECT tail");
-		return f->err;
-	}
-	return 0;
+	return f->direct && (f->entry->size % DIRECT_ALIGN);
 }
 
 /*
@@ -1081,18 +1102,6 @@ static bool refetch(struct sstf_engine *e, struct sstf__file *f)
 	return true;
 }
 
-/*
- * The publish record, once the bytes are verified and (fsync on) durable,
- * so that it never vouches for bytes a crash could lose; the file must no
- * longer look partial. Best effort: without xattrs the next run re-hashes.
- */
-static void vouch(struct sstf__file *f)
-{
-	if (f->ckpt_recorded)
-		(void)fremovexattr(f->fd, SSTF__XATTR_PARTIAL);
-	(void)sstf__record_verified_set(f->fd, f->entry);
-}
-
 static void submit_rename(struct sstf_engine *e, struct sstf__file *f)
 {
 	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
@@ -1100,6 +1109,43 @@ static void submit_rename(struct sstf_engine *e, struct sstf__file *f)
 	io_uring_prep_renameat(sqe, f->gen->stagefd, f->tmp, f->gen->dirfd, f->entry->name, 0);
 	sstf__ring_tag(sqe, f->slot, SSTF__OP_RENAME, 0);
 	sstf__file_set_phase(f, SSTF__X_RENAME);
+}
+
+/*
+ * The publish record, once the bytes are verified, cut and (fsync on)
+ * durable, so that it never vouches for bytes a crash could lose; the file
+ * must no longer look partial. Then the rename. Best effort: without
+ * xattrs the next run re-hashes.
+ */
+static void vouch(struct sstf_engine *e, struct sstf__file *f)
+{
+	if (f->ckpt_recorded)
+		(void)fremovexattr(f->fd, SSTF__XATTR_PARTIAL);
+	if (sstf__record_verified_make(f->fd, f->entry, &f->rec) == 0) {
+		if (e->ring_xattr) {
+			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+			io_uring_prep_fsetxattr(sqe, f->fd, f->rec.name, (const char *)f->rec.bytes, 0,
+			                        f->rec.len);
+			sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_VOUCH);
+			sstf__file_set_phase(f, SSTF__X_VOUCH);
+			return; /* its completion renames */
+		}
+		(void)sstf__record_put(f->fd, &f->rec);
+	}
+	submit_rename(e, f);
+}
+
+/* The bytes are verified and cut: durable next (fsync on), then vouched. */
+static void make_durable(struct sstf_engine *e, struct sstf__file *f)
+{
+	if (e->cfg.fsync == SSTF_OFF) {
+		vouch(e, f);
+		return;
+	}
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
+	sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_SYNC);
+	sstf__file_set_phase(f, SSTF__X_SYNC);
 }
 
 /* True while a stream of f has an attempt, a wait or a part to finish. */
@@ -1172,7 +1218,7 @@ wait:
 			if (streams_busy(f) || f->err)
 				return;
 		}
-		int v = verify(f);
+		int v = check_digest(f);
 		if (v == -SSTF_ECHECKSUM && refetch(e, f))
 			return;
 		if (v < 0) {
@@ -1185,19 +1231,28 @@ wait:
 		 * is made durable. */
 		while (f->streams)
 			sstf__stream_detach(e, f->streams);
-		if (sync) {
+		if (!needs_cut(f)) {
+			make_durable(e, f);
+		} else if (e->ring_cut) {
 			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-			io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
-			sstf__ring_tag(sqe, f->slot, SSTF__OP_FSYNC, 0);
-			sstf__file_set_phase(f, SSTF__X_SYNC);
+			sstf__ring_prep_ftruncate(sqe, f->fd, f->entry->size);
+			sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_CUT);
+			sstf__file_set_phase(f, SSTF__X_CUT);
+		} else if (ftruncate(f->fd, (off_t)f->entry->size) == 0) {
+			make_durable(e, f);
 		} else {
-			vouch(f);
-			submit_rename(e, f);
+			sstf__file_fail(f, -errno, "cannot cut the O_DIRECT tail");
+			finish(e, f, f->err);
 		}
 		return;
 	}
+	case SSTF__X_CUT:
+		make_durable(e, f);
+		return;
 	case SSTF__X_SYNC:
-		vouch(f);
+		vouch(e, f);
+		return;
+	case SSTF__X_VOUCH:
 		submit_rename(e, f);
 		return;
 	case SSTF__X_RENAME:

@@ -676,9 +676,15 @@ static char *lock_of(const char *tmp)
 	return lock;
 }
 
-Test(faults, engine_checkpoint_survives_a_crash_and_is_resumed)
+/*
+ * `ring_calls`: the checkpoint records go through the ring where the kernel
+ * has IORING_OP_FSETXATTR; false: the loop sets them itself, as on kernels
+ * without it (sstf__test_ring_calls_off).
+ */
+static void checkpoint_crash_case(bool ring_calls)
 {
 	require_user_xattrs();
+	sstf__test_ring_calls_off = !ring_calls;
 	/* 6 MiB with a checkpoint every MiB; the origin stalls after 4.5 MiB
 	 * and a bit, so checkpoints up to 4 MiB can be taken, and the
 	 * transfer then waits: the low-speed limit is an hour. */
@@ -748,6 +754,17 @@ Test(faults, engine_checkpoint_survives_a_crash_and_is_resumed)
 	cr_expect_eq(requests(F_BIG), 2, "%u requests", requests(F_BIG));
 	expect_only(F_BIG);
 	engine_free_checked(b);
+	sstf__test_ring_calls_off = false;
+}
+
+Test(faults, engine_checkpoint_survives_a_crash_and_is_resumed)
+{
+	checkpoint_crash_case(true);
+}
+
+Test(faults, engine_checkpoint_set_by_the_loop_survives_a_crash_and_is_resumed)
+{
+	checkpoint_crash_case(false);
 }
 
 Test(faults, failed_checkpointed_file_keeps_no_temporary_and_no_partial)
