@@ -1069,7 +1069,6 @@ bool sstf__rate_limited(struct sstf__rate *r);
 /* ring.c */
 
 int sstf__ring_init(struct io_uring *ring, unsigned depth, unsigned *flags);
-/* A fresh SQE; submits what is queued when the SQ is full. Never NULL. */
 /*
  * IORING_OP_FTRUNCATE (Linux 6.9), which liburing 2.3's headers predate:
  * its number in the kernel's enum io_uring_op.
@@ -1084,6 +1083,7 @@ void sstf__ring_prep_ftruncate(struct io_uring_sqe *sqe, int fd, uint64_t len);
  * that the tests cover the loop's own fallback. */
 extern bool sstf__test_ring_calls_off;
 #endif
+/* A fresh SQE; submits what is queued when the SQ is full. Never NULL. */
 struct io_uring_sqe *sstf__ring_sqe(struct io_uring *ring);
 /*
  * Gives a prepared SQE its tag (slot s, op, aux) and counts it in flight on s
