@@ -845,6 +845,15 @@ static void checkpoint_sync(struct sstf_engine *e, struct sstf__file *f)
 	f->ckpt_syncing = true;
 }
 
+/* Hands the set of f->rec to the ring (e->ring_xattr); its completion,
+ * tagged aux, carries f on. */
+static void submit_record(struct sstf_engine *e, struct sstf__file *f, enum sstf__tmp_op aux)
+{
+	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
+	io_uring_prep_fsetxattr(sqe, f->fd, f->rec.name, (const char *)f->rec.bytes, 0, f->rec.len);
+	sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, aux);
+}
+
 /* A checkpoint's record was set (res 0), or could not be. */
 static void on_checkpoint_recorded(struct sstf_engine *e, struct sstf__file *f, int res)
 {
@@ -873,13 +882,10 @@ static void on_checkpoint_synced(struct sstf_engine *e, struct sstf__file *f, in
 	 * them. The next checkpoint waits for this one's record (ckpt_syncing
 	 * stays set), so records land in order. */
 	sstf__record_partial_make(f->entry, f->sync_off, &f->sync_state, &f->rec);
-	if (!e->ring_xattr) {
+	if (e->ring_xattr)
+		submit_record(e, f, SSTF__TMP_CKPT_RECORD);
+	else
 		on_checkpoint_recorded(e, f, sstf__record_put(f->fd, &f->rec));
-		return;
-	}
-	struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-	io_uring_prep_fsetxattr(sqe, f->fd, f->rec.name, (const char *)f->rec.bytes, 0, f->rec.len);
-	sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_CKPT_RECORD);
 }
 
 /* Buffer idx's write is over: res is what its last part returned, or
@@ -1123,10 +1129,7 @@ static void vouch(struct sstf_engine *e, struct sstf__file *f)
 		(void)fremovexattr(f->fd, SSTF__XATTR_PARTIAL);
 	if (sstf__record_verified_make(f->fd, f->entry, &f->rec) == 0) {
 		if (e->ring_xattr) {
-			struct io_uring_sqe *sqe = sstf__ring_sqe(&e->ring);
-			io_uring_prep_fsetxattr(sqe, f->fd, f->rec.name, (const char *)f->rec.bytes, 0,
-			                        f->rec.len);
-			sstf__ring_tag(sqe, f->slot, SSTF__OP_TMPFILE, SSTF__TMP_VOUCH);
+			submit_record(e, f, SSTF__TMP_VOUCH);
 			sstf__file_set_phase(f, SSTF__X_VOUCH);
 			return; /* its completion renames */
 		}
